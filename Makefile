@@ -1,0 +1,22 @@
+# The two commands: `make demo` and `make test`. Both set up .venv first (idempotent, quick when done).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast demo clean
+
+setup:
+	@bash scripts/setup.sh
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The suite without the slow end-to-end runs through tools/ (for quick iterations).
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+demo: setup
+	$(PY) tools/demo.py
+
+clean:
+	rm -rf $(VENV) work_dirs data/tiny_*

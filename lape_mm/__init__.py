@@ -1,0 +1,14 @@
+"""lape_mm: LaPE vision transformers for OpenMMLab (mmseg / mmdet 3.x).
+
+``custom_imports = dict(imports=['lape_mm'])`` in a config registers everything below.
+"""
+from . import engine  # noqa: F401  (registers optim wrapper, constructor, hooks)
+from .checkpoint import register_safe_globals
+from .engine import use_atomic_local_backend
+from .models import LaPEViT, LaPEVisionTransformer
+
+register_safe_globals()
+use_atomic_local_backend()
+
+__version__ = '0.1.0'
+__all__ = ['LaPEViT', 'LaPEVisionTransformer', '__version__']

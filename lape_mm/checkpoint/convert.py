@@ -1,0 +1,116 @@
+"""Foreign checkpoint formats to lape_mm's native (timm/DeiT/LaPE-authors) key layout.
+
+One function per format; :func:`to_lape_state_dict` detects which one a checkpoint uses.
+Native keys: ``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.{i}.{norm1,attn.qkv,
+attn.proj,norm2,mlp.fc1,mlp.fc2,pe_norm}.*``, ``norm.*`` (and ``head.*`` for classifiers).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+
+import torch
+
+from .safe_load import CheckpointError
+
+StateDict = dict[str, torch.Tensor]
+CONTAINER_KEYS = ('state_dict', 'model', 'module')
+STRIPPED_PREFIXES = ('module.', 'backbone.', 'encoder.')
+
+
+def _rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
+    out = {}
+    for key, value in state_dict.items():
+        for pattern, repl in rules:
+            key = re.sub(pattern, repl, key)
+        out[key] = value
+    return out
+
+
+def convert_timm(state_dict: StateDict) -> StateDict:
+    """timm / DeiT / the LaPE authors' checkpoints: already native. Distilled DeiT models also
+    carry a ``dist_token`` and its PE slot; both are dropped so the model sees a plain ViT."""
+    state_dict = dict(state_dict)
+    if 'dist_token' in state_dict:
+        state_dict.pop('dist_token')
+        pe = state_dict['pos_embed']
+        state_dict['pos_embed'] = torch.cat([pe[:, :1], pe[:, 2:]], dim=1)
+        state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head_dist.')}
+    return state_dict
+
+
+_MM_COMMON = [
+    (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
+    (r'^layers\.(\d+)\.ln1\.', r'blocks.\1.norm1.'),
+    (r'^layers\.(\d+)\.ln2\.', r'blocks.\1.norm2.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
+    (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
+    (r'^ln1\.', 'norm.'),
+]
+
+
+def _zero_patch_bias(state_dict: StateDict) -> StateDict:
+    """OpenMMLab ViTs default to a bias-free patch projection: a zero bias is the same layer."""
+    weight = state_dict.get('patch_embed.proj.weight')
+    if weight is not None and 'patch_embed.proj.bias' not in state_dict:
+        state_dict['patch_embed.proj.bias'] = weight.new_zeros(weight.shape[0])
+    return state_dict
+
+
+def convert_mmseg_vit(state_dict: StateDict) -> StateDict:
+    """mmseg ``VisionTransformer``: nn.MultiheadAttention packs q, k, v as timm's ``qkv`` does."""
+    return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
+        (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
+        (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
+    ]))
+
+
+def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
+    """mmpretrain ``VisionTransformer`` (``layers.{i}.attn.qkv``; classifier head dropped)."""
+    state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+    return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
+        (r'^layers\.(\d+)\.attn\.(qkv|proj)\.', r'blocks.\1.attn.\2.'),
+    ]))
+
+
+def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
+    """The tensors of a checkpoint file: inside ``state_dict``/``model``, without wrapper prefixes."""
+    state_dict = checkpoint
+    for key in CONTAINER_KEYS:
+        if isinstance(state_dict.get(key), Mapping):
+            state_dict = state_dict[key]
+            break
+    if prefix:
+        state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
+        if not state_dict:
+            raise CheckpointError(f'no key in the checkpoint starts with prefix={prefix!r}')
+    for strip in STRIPPED_PREFIXES:
+        if state_dict and all(k.startswith(strip) for k in state_dict):
+            state_dict = {k[len(strip):]: v for k, v in state_dict.items()}
+    # A full segmentor/detector checkpoint: keep its backbone.
+    if any(k.startswith('backbone.') for k in state_dict):
+        state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+    return dict(state_dict)
+
+
+def detect_format(state_dict: StateDict) -> str:
+    """'timm' (timm, DeiT, LaPE authors, lape_mm), 'mmseg' or 'mmpretrain'."""
+    if any(k.startswith('blocks.') for k in state_dict):
+        return 'timm'
+    if any(re.match(r'layers\.\d+\.attn\.attn\.in_proj_weight', k) for k in state_dict):
+        return 'mmseg'
+    if any(re.match(r'layers\.\d+\.attn\.qkv\.weight', k) for k in state_dict):
+        return 'mmpretrain'
+    sample = ', '.join(sorted(state_dict)[:5])
+    raise CheckpointError(f'unrecognised checkpoint format (first keys: {sample}); supported: timm/DeiT, '
+                          f'LaPE authors, mmseg and mmpretrain VisionTransformer, lape_mm')
+
+
+CONVERTERS = {'timm': convert_timm, 'mmseg': convert_mmseg_vit, 'mmpretrain': convert_mmpretrain_vit}
+
+
+def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[StateDict, str]:
+    """Detect the format of a loaded checkpoint and convert it to native keys."""
+    state_dict = unwrap(checkpoint, prefix)
+    fmt = detect_format(state_dict)
+    return CONVERTERS[fmt](state_dict), fmt

@@ -1,0 +1,134 @@
+"""What tools/train.py and tools/test.py do to a config before mmengine's Runner takes it.
+
+The same config runs on 8 GPUs, on several nodes, and on a laptop CPU: without CUDA we switch
+the process group to gloo, SyncBN to BN and AMP to bf16 autocast, with a warning for each.
+"""
+from __future__ import annotations
+
+import logging
+import os.path as osp
+
+import torch
+import torch.distributed as dist
+from mmengine.config import Config, ConfigDict
+from mmengine.logging import print_log
+from mmengine.registry import RUNNERS
+from mmengine.runner import Runner
+
+
+def _warn(message: str) -> None:
+    print_log(message, logger='current', level=logging.WARNING)
+
+
+def replace_sync_bn(node) -> int:
+    """Turn every ``type='SyncBN'`` in a config tree into ``'BN'``; returns how many."""
+    count = 0
+    if isinstance(node, dict):
+        if node.get('type') == 'SyncBN':
+            node['type'] = 'BN'
+            count += 1
+        for value in node.values():
+            count += replace_sync_bn(value)
+    elif isinstance(node, (list, tuple)):
+        count += sum(replace_sync_bn(value) for value in node)
+    return count
+
+
+def adapt_to_cpu(cfg: Config, launcher: str) -> None:
+    """Make a GPU config run without CUDA: gloo, BN instead of SyncBN, CPU-friendly DDP."""
+    cfg.setdefault('env_cfg', ConfigDict())
+    cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    cfg.env_cfg.dist_cfg.backend = 'gloo'
+    if replaced := replace_sync_bn(cfg.model):
+        _warn(f'no CUDA: replaced {replaced} SyncBN layer configs with BN (SyncBN needs CUDA)')
+    if launcher != 'none':
+        cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
+        if not dist.is_initialized():
+            # mmengine's init_dist calls torch.cuda.set_device, which fails without a GPU.
+            dist.init_process_group(backend='gloo')
+
+
+def enable_amp(cfg: Config) -> None:
+    """fp16 with dynamic loss scaling on CUDA (as mmseg/mmdet do), bf16 autocast elsewhere."""
+    wrapper = cfg.optim_wrapper
+    if wrapper.get('type') in ('AmpOptimWrapper', 'AutocastOptimWrapper'):
+        print_log('AMP is already enabled in the config.', logger='current')
+    elif torch.cuda.is_available():
+        wrapper.type = 'AmpOptimWrapper'
+        wrapper.loss_scale = 'dynamic'
+    else:
+        wrapper.type = 'AutocastOptimWrapper'
+        wrapper.dtype = 'bfloat16'
+
+
+def set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
+    if work_dir:
+        cfg.work_dir = work_dir
+    elif cfg.get('work_dir') is None:
+        cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
+
+
+def load_config(config_path: str, launcher: str, work_dir: str | None, cfg_options: dict | None) -> Config:
+    if not osp.isfile(config_path):
+        raise FileNotFoundError(f'config file {config_path} does not exist')
+    cfg = Config.fromfile(config_path)
+    if cfg_options:
+        cfg.merge_from_dict(cfg_options)
+    cfg.launcher = launcher
+    set_work_dir(cfg, config_path, work_dir)
+    if not torch.cuda.is_available():
+        adapt_to_cpu(cfg, launcher)
+    return cfg
+
+
+def build_runner(cfg: Config) -> Runner:
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+
+
+def configure_resume(cfg: Config, resume: str | None) -> None:
+    """``--resume`` alone resumes from the work dir's last checkpoint; with a path, from it.
+
+    Every training run gets :class:`RNGStateHook`, so that its checkpoints can be resumed
+    bit-identically later.
+    """
+    hooks = cfg.setdefault('custom_hooks', [])
+    if not any(h.get('type') == 'RNGStateHook' for h in hooks):
+        hooks.append(dict(type='RNGStateHook'))
+    if resume is None:
+        return
+    cfg.resume = True
+    cfg.load_from = None if resume == 'auto' else resume
+
+
+def configure_test_outputs(cfg: Config, show_dir: str | None, out: str | None) -> None:
+    """``--show-dir`` draws predictions; ``--out`` keeps raw results (mmseg: PNGs, mmdet: a pickle)."""
+    scope = cfg.get('default_scope', 'mmseg')
+    if show_dir:
+        hook = cfg.default_hooks.get('visualization')
+        if hook is None:
+            raise KeyError('--show-dir needs default_hooks.visualization in the config')
+        hook.draw = True
+        if scope == 'mmdet':
+            hook.test_out_dir = show_dir
+        else:
+            cfg.visualizer.save_dir = show_dir
+    if out and scope != 'mmdet':
+        cfg.test_evaluator.output_dir = out
+        cfg.test_evaluator.keep_results = True
+
+
+def dump_det_results(runner: Runner, out: str) -> None:
+    from mmdet.evaluation import DumpDetResults
+    if not out.endswith(('.pkl', '.pickle')):
+        raise ValueError(f'--out for detection must be a .pkl file, got {out}')
+    runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
+
+
+def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
+    """Fail before the Runner starts if a dataset path, file count or label value is wrong."""
+    from ..datasets import check_dataset_cfg
+    decode_head = cfg.model.get('decode_head')
+    num_classes = decode_head.get('num_classes') if isinstance(decode_head, dict) else None
+    for name in loaders:
+        if cfg.get(name):
+            check_dataset_cfg(cfg[name].dataset, num_classes)

@@ -1,0 +1,54 @@
+"""Save and restore every RNG state with checkpoints, so a resumed run continues bit-identically.
+
+mmengine's resume re-seeds with the run's seed but does not restore where the generators were,
+so dropout masks (and anything else drawn in the main process) after a resume differ from an
+uninterrupted run.
+"""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import torch
+from mmengine.hooks import Hook
+from mmengine.registry import HOOKS
+
+
+def get_rng_states() -> dict:
+    states = {'torch': torch.get_rng_state(), 'numpy': np.random.get_state(), 'python': random.getstate()}
+    if torch.cuda.is_available():
+        states['cuda'] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict) -> None:
+    torch.set_rng_state(states['torch'])
+    np.random.set_state(states['numpy'])
+    random.setstate(states['python'])
+    if 'cuda' in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states['cuda'])
+
+
+@HOOKS.register_module()
+class RNGStateHook(Hook):
+    """Store RNG states in each checkpoint; restore them when training resumes.
+
+    The restore waits for the first training iteration: mmengine's IterBasedTrainLoop advances
+    the dataloader past the batches already trained between loading and that point.
+    """
+
+    priority = 'VERY_LOW'
+
+    def __init__(self):
+        self._pending: dict | None = None
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        checkpoint['rng_states'] = get_rng_states()
+
+    def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
+        self._pending = checkpoint.get('rng_states')
+
+    def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
+        if self._pending is not None:
+            set_rng_states(self._pending)
+            self._pending = None

@@ -1,0 +1,3 @@
+from .timm_lape import LaPEVisionTransformer
+
+__all__ = ['LaPEVisionTransformer']

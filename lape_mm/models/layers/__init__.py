@@ -1,0 +1,6 @@
+from .block import LaPEBlock
+from .pos_embed import PE_TYPES, build_fixed_pos_embed, infer_grid, resize_pos_embed
+from .window import window_partition, window_unpartition
+
+__all__ = ['LaPEBlock', 'PE_TYPES', 'build_fixed_pos_embed', 'infer_grid', 'resize_pos_embed',
+           'window_partition', 'window_unpartition']

@@ -1,0 +1,1 @@
+"""Necks that turn LaPEViT feature maps into pyramids."""

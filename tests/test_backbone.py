@@ -1,0 +1,217 @@
+"""LaPEViT: every join mode and PE type, equivalence with timm and with the LAPE.md pseudo-code."""
+import pytest
+import timm
+import torch
+import torch.nn.functional as F
+
+from lape_mm import LaPEViT
+from lape_mm.checkpoint import adapt_state_dict, load_into
+from lape_mm.models.backbones import PE_JOINS
+from lape_mm.models.layers import PE_TYPES, resize_pos_embed, window_partition, window_unpartition
+from timm.layers import resample_abs_pos_embed
+
+from conftest import randomize_norms, tiny_vit_kwargs
+
+JOIN_TYPE_PAIRS = [(j, t) for j in PE_JOINS for t in PE_TYPES if not (j == 'unshare' and t != 'learnable')]
+
+
+# ---------------------------------------------------------------- an independent reference
+def _ln(x, norm):
+    return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps)
+
+
+def _attention(y, attn):
+    B, N, C = y.shape
+    heads = attn.num_heads
+    q, k, v = F.linear(y, attn.qkv.weight, attn.qkv.bias).view(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
+    weights = (q @ k.transpose(-2, -1) / (C // heads) ** 0.5).softmax(-1)
+    return F.linear((weights @ v).transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias)
+
+
+def reference_forward(model: LaPEViT, img: torch.Tensor) -> torch.Tensor:
+    """LAPE.md's pseudo-code, written without any of LaPEViT's forward code."""
+    p = model.patch_size
+    h, w = img.shape[-2] // p, img.shape[-1] // p
+    proj = model.patch_embed.proj
+    x = F.conv2d(img, proj.weight, proj.bias, stride=p).flatten(2).transpose(1, 2)
+    x = torch.cat([model.cls_token.expand(len(x), -1, -1), x], dim=1)
+    pe = model.pos_embed
+    if pe is not None and (h, w) != model.patch_grid:
+        pe = torch.cat([resample_abs_pos_embed(pe[i:i + 1], [h, w], list(model.patch_grid), antialias=False)
+                        for i in range(len(pe))])
+    join = model.pe_join if pe is not None else 'none'
+    if join == 'add':
+        x = x + pe
+    p_l = pe
+    for layer, blk in enumerate(model.blocks):
+        if join == 'share':
+            x = x + pe
+        elif join == 'unshare':
+            x = x + pe[layer:layer + 1]
+        y = _ln(x, blk.norm1)
+        if join == 'lape':
+            p_l = _ln(p_l, blk.pe_norm)
+            y = y + p_l
+        elif join == 'lape_independent':
+            y = y + _ln(pe, blk.pe_norm)
+        x = x + _attention(y, blk.attn)
+        x = x + blk.mlp.fc2(F.gelu(blk.mlp.fc1(_ln(x, blk.norm2))))
+    x = _ln(x, model.norm)
+    return x[:, 1:].reshape(len(x), h, w, -1).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
+@pytest.mark.parametrize('size', [(64, 64), (48, 80)], ids=['train-grid', 'non-square-resized'])
+def test_matches_reference(pe_join, pe_type, size):
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).eval()
+    randomize_norms(model)
+    img = torch.randn(2, 3, *size)
+    (out,) = model(img)
+    assert out.shape == (2, 64, size[0] // 16, size[1] // 16)
+    torch.testing.assert_close(out, reference_forward(model, img), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
+def test_gradients_reach_pe_and_pe_norm(pe_join, pe_type):
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type, drop_path_rate=0.1)).train()
+    randomize_norms(model)
+    sum(o.square().mean() for o in model(torch.randn(2, 3, 64, 64))).backward()
+    if pe_type == 'learnable':
+        assert model.pos_embed.grad is not None and model.pos_embed.grad.abs().sum() > 0
+    for blk in model.blocks:
+        if pe_join.startswith('lape') and pe_type != 'none':
+            assert blk.pe_norm.weight.grad.abs().sum() > 0 and blk.pe_norm.bias.grad.abs().sum() > 0
+        else:
+            assert blk.pe_norm is None
+
+
+def test_lape_adds_two_c_parameters_per_block():
+    add = sum(p.numel() for p in LaPEViT(arch='base', pe_join='add').parameters())
+    lape = sum(p.numel() for p in LaPEViT(arch='base', pe_join='lape').parameters())
+    assert lape - add == 12 * 2 * 768  # about 18k for ViT-B, as the paper says
+
+
+@pytest.mark.parametrize('img_size', [(224, 224), (224, 320)])
+def test_add_join_matches_timm(img_size):
+    """pe_join='add' with a learnable PE is exactly timm's ViT (square and non-square grids).
+
+    Resized PEs are compared with mmseg's ViT in test_checkpoint.py: timm resizes with
+    antialiased bicubic (a=-0.5), mmseg and lape_mm with plain bicubic (a=-0.75, ONNX-exportable).
+    """
+    timm_vit = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, depth=4,
+                                 img_size=img_size).eval()
+    randomize_norms(timm_vit)
+    model = LaPEViT(arch='tiny', num_layers=4, pe_join='add', img_size=img_size).eval()
+    load_into(model, adapt_state_dict(timm_vit.state_dict(), model))
+    img = torch.randn(2, 3, *img_size)
+    tokens = timm_vit.forward_features(img)
+    expected = tokens[:, 1:].reshape(2, img_size[0] // 16, img_size[1] // 16, -1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(model(img)[0], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_resize_pos_embed_matches_timm_and_keeps_cls_slot():
+    pe = torch.randn(1, 1 + 14 * 14, 32)
+    resized = resize_pos_embed(pe, (20, 30), (14, 14))
+    expected = resample_abs_pos_embed(pe, [20, 30], [14, 14], num_prefix_tokens=1, antialias=False)
+    torch.testing.assert_close(resized, expected)
+    assert torch.equal(resized[:, 0], pe[:, 0])
+    per_block = torch.randn(3, 1 + 16, 8)  # 'unshare': each copy resized on its own
+    torch.testing.assert_close(resize_pos_embed(per_block, (6, 2), (4, 4))[1:2],
+                               resize_pos_embed(per_block[1:2], (6, 2), (4, 4)))
+
+
+def test_out_indices_and_cls_token_outputs():
+    model = LaPEViT(**tiny_vit_kwargs(out_indices=(0, 2), output_cls_token=True)).eval()
+    outs = model(torch.randn(1, 3, 32, 48))
+    assert len(outs) == 2
+    for feature_map, cls_token in outs:
+        assert feature_map.shape == (1, 64, 2, 3) and cls_token.shape == (1, 64)
+
+
+def test_without_cls_token_and_final_norm():
+    model = LaPEViT(**tiny_vit_kwargs(with_cls_token=False, final_norm=False, out_indices=(1, -1))).eval()
+    outs = model(torch.randn(1, 3, 64, 32))
+    assert [o.shape for o in outs] == [torch.Size([1, 64, 4, 2])] * 2
+
+
+def test_pad_to_patch():
+    model = LaPEViT(**tiny_vit_kwargs(pad_to_patch=True)).eval()
+    assert model(torch.randn(1, 3, 50, 70))[0].shape == (1, 64, 4, 5)
+
+
+def test_eval_pe_cache_is_used_and_invalidated():
+    model = LaPEViT(**tiny_vit_kwargs()).eval()
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        first = model(img)[0]
+        assert len(model._pe_cache) == 1
+        assert torch.equal(model(img)[0], first)
+        model.blocks[1].pe_norm.weight.mul_(2)  # as an optimizer step would: cache must not be stale
+        changed = model(img)[0]
+    assert not torch.allclose(changed, first)
+    torch.testing.assert_close(changed, reference_forward(model, img), atol=1e-5, rtol=1e-5)
+    model.train()
+    assert not model._pe_cache
+
+
+def test_with_cp_gives_same_gradients():
+    kwargs = tiny_vit_kwargs()
+    plain, checkpointed = LaPEViT(**kwargs), LaPEViT(with_cp=True, **kwargs)
+    checkpointed.load_state_dict(plain.state_dict())
+    img = torch.randn(2, 3, 64, 64)
+    for model in (plain, checkpointed):
+        model(img)[0].sum().backward()
+    for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+def test_frozen_stages():
+    model = LaPEViT(**tiny_vit_kwargs(frozen_stages=2)).train()
+    assert not model.pos_embed.requires_grad and not model.patch_embed.proj.weight.requires_grad
+    assert not any(p.requires_grad for p in model.blocks[1].parameters())
+    assert all(p.requires_grad for p in model.blocks[2].parameters())
+    assert not model.blocks[0].training and model.blocks[2].training
+
+
+def test_window_partition_roundtrip_with_padding():
+    x = torch.randn(2, 5, 7, 8)
+    windows, padded = window_partition(x, 3)
+    assert windows.shape == (2 * 2 * 3, 9, 8) and padded == (6, 9)
+    assert torch.equal(window_unpartition(windows, 3, padded, (5, 7)), x)
+
+
+def test_window_attention_on_non_multiple_non_square_input():
+    kwargs = tiny_vit_kwargs(with_cls_token=False, window_size=3, global_attn_indexes=(2,))
+    model = LaPEViT(**kwargs).eval()
+    out = model(torch.randn(2, 3, 80, 112))[0]  # 5x7 grid: windows of 3 need padding
+    assert out.shape == (2, 64, 5, 7) and torch.isfinite(out).all()
+
+
+def test_window_equal_to_grid_is_global_attention():
+    windowed = LaPEViT(**tiny_vit_kwargs(with_cls_token=False, window_size=4)).eval()
+    plain = LaPEViT(**tiny_vit_kwargs(with_cls_token=False)).eval()
+    plain.load_state_dict(windowed.state_dict())
+    img = torch.randn(1, 3, 64, 64)
+    torch.testing.assert_close(windowed(img)[0], plain(img)[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize('kwargs,message', [
+    (dict(pe_join='concat'), "unknown pe_join='concat'"),
+    (dict(pe_type='rope'), "unknown pe_type='rope'"),
+    (dict(arch='huge'), "unknown arch='huge'"),
+    (dict(out_indices=(1, 7)), 'out_indices [7] out of range'),
+    (dict(pe_join='unshare', pe_type='sincos_2d'), 'needs pe_type'),
+    (dict(window_size=4), 'with_cls_token=False'),
+])
+def test_bad_arguments_are_named(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')):
+        LaPEViT(**tiny_vit_kwargs(**kwargs))
+
+
+@pytest.mark.parametrize('shape,message', [
+    ((1, 1, 64, 64), r'expected images \[B, 3, H, W\]'),
+    ((1, 3, 50, 64), 'input size 50x64 is not a multiple of patch_size=16'),
+])
+def test_bad_input_is_named(shape, message):
+    with pytest.raises(ValueError, match=message):
+        LaPEViT(**tiny_vit_kwargs())(torch.randn(*shape))

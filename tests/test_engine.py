@@ -1,0 +1,86 @@
+"""Engine pieces: atomic checkpoint writes, safe resume globals, layer decay, bf16 autocast."""
+import os
+
+import pytest
+import torch
+import torch.nn as nn
+from mmengine.fileio import get_file_backend
+from mmengine.optim import build_optim_wrapper
+from mmengine.runner.checkpoint import save_checkpoint
+
+from lape_mm import LaPEViT
+from lape_mm.checkpoint import safe_load
+from lape_mm.engine import AtomicLocalBackend, vit_layer_id
+from lape_mm.engine.launch import replace_sync_bn
+from lape_mm.engine.rng_state_hook import get_rng_states
+
+from conftest import tiny_vit_kwargs
+
+
+def test_checkpoints_are_written_atomically(tmp_path, monkeypatch):
+    target = tmp_path / 'iter_1.pth'
+    assert isinstance(get_file_backend(str(target)), AtomicLocalBackend)
+    save_checkpoint({'state_dict': {'w': torch.ones(2)}}, str(target))
+    assert torch.equal(safe_load(target)['state_dict']['w'], torch.ones(2))
+
+    def crash(*args):
+        raise OSError('disk full')
+    monkeypatch.setattr(os, 'replace', crash)
+    with pytest.raises(OSError, match='disk full'):
+        save_checkpoint({'state_dict': {'w': torch.zeros(2)}}, str(target))
+    assert torch.equal(safe_load(target)['state_dict']['w'], torch.ones(2))  # old file intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['iter_1.pth']  # no temporary left
+
+
+def test_mmengine_training_state_loads_weights_only(tmp_path):
+    """What a Runner checkpoint holds (HistoryBuffer, numpy, RNG states) passes weights_only."""
+    from mmengine.logging import MessageHub
+    hub = MessageHub.get_instance('lape_mm_test')
+    hub.update_scalar('train/loss', 0.5)
+    hub.update_info('iter', 3)
+    path = tmp_path / 'ckpt.pth'
+    torch.save({'message_hub': hub.state_dict(), 'meta': {'seed': 0}, 'rng_states': get_rng_states()}, path)
+    loaded = torch.load(path, weights_only=True)  # the torch>=2.6 default that stock mmengine hits
+    assert loaded['message_hub']['log_scalars']['train/loss'].current() == 0.5
+
+
+class _Segmentor(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.backbone = LaPEViT(**tiny_vit_kwargs())
+        self.decode_head = nn.Linear(64, 3)
+
+
+def test_layer_decay_lrs_and_no_decay_groups():
+    model = _Segmentor()
+    wrapper = build_optim_wrapper(model, dict(
+        type='OptimWrapper', optimizer=dict(type='AdamW', lr=1.0, weight_decay=0.05),
+        constructor='LayerDecayOptimWrapperConstructor', paramwise_cfg=dict(layer_decay_rate=0.5)))
+    lr_of, wd_of = {}, {}
+    for group in wrapper.optimizer.param_groups:
+        for p in group['params']:
+            lr_of[p], wd_of[p] = group['lr'], group['weight_decay']
+    bb = model.backbone
+    assert lr_of[bb.pos_embed] == 0.5 ** 4 and wd_of[bb.pos_embed] == 0  # layer 0 of 3 blocks
+    assert lr_of[bb.blocks[0].attn.qkv.weight] == 0.5 ** 3 and wd_of[bb.blocks[0].attn.qkv.weight] == 0.05
+    assert lr_of[bb.blocks[2].pe_norm.weight] == 0.5 and wd_of[bb.blocks[2].pe_norm.weight] == 0
+    assert lr_of[model.decode_head.weight] == 1.0 and wd_of[model.decode_head.bias] == 0
+    assert len(lr_of) == sum(1 for _ in model.parameters())
+    assert vit_layer_id('backbone.blocks.11.mlp.fc1.weight', 12) == 12
+
+
+def test_autocast_optim_wrapper_trains_in_bf16_on_cpu():
+    model = nn.Linear(8, 8)
+    wrapper = build_optim_wrapper(model, dict(type='AutocastOptimWrapper', optimizer=dict(type='SGD', lr=0.1)))
+    with wrapper.optim_context(model):
+        out = model(torch.randn(4, 8))
+    assert out.dtype == torch.bfloat16
+    wrapper.update_params(out.float().square().mean())
+    assert model.weight.dtype == torch.float32
+
+
+def test_replace_sync_bn_walks_the_whole_config():
+    cfg = dict(decode_head=dict(norm_cfg=dict(type='SyncBN')), heads=[dict(norm_cfg=dict(type='SyncBN'))],
+               backbone=dict(norm_cfg=dict(type='LN')))
+    assert replace_sync_bn(cfg) == 2
+    assert cfg['decode_head']['norm_cfg']['type'] == 'BN' and cfg['backbone']['norm_cfg']['type'] == 'LN'

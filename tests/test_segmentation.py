@@ -1,0 +1,148 @@
+"""Semantic segmentation: configs build, and tools/train.py + tools/test.py work end to end."""
+import json
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from mmengine.config import Config
+from mmengine.registry import init_default_scope
+
+from lape_mm.checkpoint import safe_load
+from lape_mm.datasets import DatasetError, check_seg_dataset, make_tiny_ade
+
+from conftest import ROOT, run_tool
+
+SEG_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py')
+                     if p.name.startswith(('upernet', 'segmenter')))
+TINY = 'configs/upernet_lape_vit_t_tiny-ade_128x128.py'
+
+
+def _build_segmentor(cfg: Config):
+    init_default_scope('mmseg')
+    from mmseg.registry import MODELS
+    return MODELS.build(cfg.model)
+
+
+@pytest.mark.parametrize('name', SEG_CONFIGS)
+def test_config_builds_with_lape_backbone(name):
+    cfg = Config.fromfile(ROOT / 'configs' / name)
+    model = _build_segmentor(cfg)
+    assert type(model.backbone).__name__ == 'LaPEViT'
+    twin = ROOT / 'configs' / name.replace('.py', '_add.py')
+    if twin.exists():  # the baseline differs in pe_join and nothing else
+        base = Config.fromfile(twin)
+        assert base.model.backbone.pop('pe_join') == 'add' and cfg.model.backbone.pop('pe_join') == 'lape'
+        assert base.to_dict() == cfg.to_dict()
+
+
+def test_encoder_decoder_forward_from_config_dict():
+    cfg = Config.fromfile(ROOT / TINY)
+    cfg.model.backbone.num_layers = 4
+    cfg.model.backbone.out_indices = (0, 1, 2, 3)
+    model = _build_segmentor(cfg).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 96, 160), mode='tensor')
+    assert logits.shape == (1, 150, 24, 40)
+
+
+def test_dataset_checks_name_the_problem(tmp_path):
+    root = make_tiny_ade(tmp_path, num_train=3, num_val=1)
+    dataset = dict(data_root=str(root), reduce_zero_label=True,
+                   data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'))
+    check_seg_dataset(dataset, num_classes=150)
+    with pytest.raises(DatasetError, match='above the 3 classes'):
+        check_seg_dataset(dataset, num_classes=3)
+    next((root / 'annotations/training').glob('*.png')).unlink()
+    with pytest.raises(DatasetError, match='3 images .* but 2 annotations'):
+        check_seg_dataset(dataset, num_classes=150)
+    with pytest.raises(DatasetError, match='does not exist'):
+        check_seg_dataset({**dataset, 'data_root': str(tmp_path / 'nowhere')}, num_classes=150)
+
+
+def small_run_options(data_root: Path, iters: int = 4, ckpt_interval: int = 2, **extra) -> list[str]:
+    """--cfg-options that shrink the tiny config to seconds: 4 blocks, few iterations."""
+    options = {
+        'train_dataloader.dataset.data_root': data_root, 'val_dataloader.dataset.data_root': data_root,
+        'test_dataloader.dataset.data_root': data_root,
+        'model.backbone.num_layers': 4, 'model.backbone.out_indices': '[0,1,2,3]',
+        'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
+        'default_hooks.checkpoint.interval': ckpt_interval, 'default_hooks.logger.interval': 1,
+        'train_dataloader.batch_size': 2, 'randomness.seed': 0, **extra}
+    return ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
+
+
+def _miou(output: str) -> float:
+    return float(re.findall(r'mIoU: ([\d.]+)', output)[-1])
+
+
+@pytest.mark.slow
+def test_train_then_test_end_to_end(tiny_ade, tmp_path):
+    work = tmp_path / 'work'
+    out = run_tool('tools/train.py', TINY, '--work-dir', str(work), *small_run_options(tiny_ade))
+    assert 'mIoU' in out and (work / 'iter_4.pth').exists()
+    ckpt = safe_load(work / 'iter_4.pth')  # weights_only with the allowlist, as tools/test.py does
+    assert 'backbone.blocks.0.pe_norm.weight' in ckpt['state_dict'] and 'rng_states' in ckpt
+    preds, shows = tmp_path / 'preds', tmp_path / 'shows'
+    out = run_tool('tools/test.py', TINY, str(work / 'iter_4.pth'), '--work-dir', str(tmp_path / 'test'),
+                   '--out', str(preds), '--show-dir', str(shows), *small_run_options(tiny_ade))
+    assert 0 <= _miou(out) <= 100
+    assert len(list(preds.glob('*.png'))) == 6
+    assert len(list(shows.rglob('*.png'))) == 6
+
+
+@pytest.mark.slow
+def test_amp_bf16_training_on_cpu(tiny_ade, tmp_path):
+    out = run_tool('tools/train.py', TINY, '--amp', '--work-dir', str(tmp_path), *small_run_options(tiny_ade, iters=2))
+    assert 'AutocastOptimWrapper' in out and 'nan' not in out.split('Iter(train)')[-1].lower().split('mIoU')[0]
+
+
+def _final_weights(work: Path, iteration: int) -> dict:
+    return safe_load(work / f'iter_{iteration}.pth')['state_dict']
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_identical_weights(tiny_ade, tmp_path):
+    """SIGKILL after iteration 3 (checkpoint at 2), --resume, and end where an unbroken run ends."""
+    options = small_run_options(tiny_ade, iters=4, ckpt_interval=2, **{'randomness.deterministic': True})
+    unbroken, broken = tmp_path / 'unbroken', tmp_path / 'broken'
+    run_tool('tools/train.py', TINY, '--work-dir', str(unbroken), *options)
+    kill = ['custom_hooks=[dict(type="KillAtIterHook",iteration=3)]', 'custom_imports.imports=[lape_mm,kill_hook]']
+    import subprocess
+    import sys
+    env = {'PYTHONPATH': str(ROOT / 'tests' / 'helpers')}
+    proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(broken), *options, *kill],
+                          cwd=ROOT, env={**__import__('os').environ, **env}, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert (broken / 'iter_2.pth').exists() and not (broken / 'iter_4.pth').exists()
+    out = run_tool('tools/train.py', TINY, '--work-dir', str(broken), '--resume', *options)
+    assert 'resumed' in out.lower()
+    expected, resumed = _final_weights(unbroken, 4), _final_weights(broken, 4)
+    assert expected.keys() == resumed.keys()
+    for key in expected:
+        torch.testing.assert_close(resumed[key], expected[key], atol=0, rtol=0, msg=key)
+
+
+@pytest.mark.slow
+def test_two_process_gloo_run_matches_one_process(tiny_ade, tmp_path):
+    """dist_train.sh with 2 CPU processes x 1 image = 1 process x 2 images (no BN, no random aug)."""
+    deterministic = {
+        'model.decode_head.norm_cfg': None, 'model.auxiliary_head.norm_cfg': None,
+        'model.decode_head.dropout_ratio': 0.0, 'model.auxiliary_head.dropout_ratio': 0.0,
+        'train_dataloader.dataset.pipeline': '[dict(type="LoadImageFromFile"),dict(type="LoadAnnotations",'
+                                             'reduce_zero_label=True),dict(type="Resize",scale=(128,128),'
+                                             'keep_ratio=False),dict(type="PackSegInputs")]',
+    }
+    single, double = tmp_path / 'single', tmp_path / 'double'
+    out1 = run_tool('tools/train.py', TINY, '--work-dir', str(single),
+                    *small_run_options(tiny_ade, iters=3, ckpt_interval=3, **deterministic))
+    options = small_run_options(tiny_ade, iters=3, ckpt_interval=3, **deterministic)
+    options[options.index('train_dataloader.batch_size=2')] = 'train_dataloader.batch_size=1'
+    import sys
+    out2 = run_tool('tools/dist_train.sh', TINY, '2', '--work-dir', str(double), *options,
+                    env={'PYTHON': sys.executable, 'PORT': '29533'})
+    assert 'gloo' in out2
+    torch.testing.assert_close(_miou(out2), _miou(out1), atol=0.05, rtol=0)
+    a, b = _final_weights(single, 3), _final_weights(double, 3)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], atol=2e-4, rtol=1e-3, msg=key)
