@@ -1,0 +1,142 @@
+"""The paper's PE figures: per-layer token similarity maps and layer-to-layer PE similarity.
+
+Typical use (also from other studies' scripts)::
+
+    pes = layer_pos_embeds(model)                       # list of [h*w, C], one per PE a block sees
+    maps = token_similarity_maps(pes, model.patch_grid)  # [L, h, w]
+    sim = layer_similarity_matrix(pes)                   # [L, L]
+    save_figures({'lape': (pes, model.patch_grid, pe_caption(model))}, 'out/')
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from ..models.backbones import LaPEViT
+
+Grid = tuple[int, int]
+# name -> (layer PEs, token grid, caption)
+FigureInputs = dict[str, tuple[list[torch.Tensor], Grid, str]]
+
+
+def layer_pos_embeds(model: LaPEViT, grid: Grid | None = None) -> list[torch.Tensor]:
+    """The position signal of each block for a token ``grid`` (default: the model's PE grid).
+
+    Returns float ``[h*w, C]`` tensors (cls slot dropped): 'lape' the normalized ``p_l`` of every
+    block, 'lape_independent' ``LN_l(pe)``, 'unshare' each block's own PE. 'add' and 'share' have
+    one PE and no per-layer version of it (norm1 normalizes PE and content together, so the PE
+    alone is not what a block sees): the raw PE, as a single entry.
+    """
+    if model.pos_embed is None:
+        raise ValueError("pe_type='none' has no position embedding to show; use a model with a PE")
+    grid = tuple(grid or model.patch_grid)
+    prefix = model.num_prefix_tokens if model.with_cls_token else 0
+    with torch.no_grad():
+        input_pe, residual_pes, attention_pes = model._block_pos_embeds(grid)
+    if model.pe_join == 'add':
+        pes = [input_pe]
+    elif model.pe_join == 'share':
+        pes = residual_pes[:1]
+    elif model.pe_join == 'unshare':
+        pes = residual_pes
+    else:
+        pes = attention_pes
+    return [pe[0, prefix:].detach().float().cpu() for pe in pes]
+
+
+def pe_caption(model: LaPEViT) -> str:
+    """What :func:`layer_pos_embeds` returned for this model, for figure titles."""
+    captions = {'lape': 'LaPE: normalized p_l = LN_l(p_(l-1)) per block',
+                'lape_independent': 'LaPE (independent): LN_l(pe) per block',
+                'unshare': 'unshare: each block\'s own raw PE',
+                'add': 'add: raw PE (one PE, added before block 0; no per-layer PE exists)',
+                'share': 'share: raw PE (the same PE added before every block)'}
+    return captions[model.pe_join]
+
+
+def token_similarity_maps(pes: list[torch.Tensor], grid: Grid, token: Grid | None = None) -> torch.Tensor:
+    """Cosine similarity of one token's PE (``token`` = (row, col), default the centre) to every
+    position, per entry of ``pes``: ``[L, h, w]``."""
+    h, w = grid
+    row, col = token if token is not None else (h // 2, w // 2)
+    if not (0 <= row < h and 0 <= col < w):
+        raise ValueError(f'token {(row, col)} lies outside the {h}x{w} grid; pick row < {h}, col < {w}')
+    index = row * w + col
+    return torch.stack([F.cosine_similarity(pe[index:index + 1], pe, dim=-1).view(h, w) for pe in pes])
+
+
+def layer_similarity_matrix(pes: list[torch.Tensor]) -> torch.Tensor:
+    """Cosine similarity between the whole (flattened ``h*w*C``) PEs of every pair of entries: ``[L, L]``."""
+    flat = F.normalize(torch.stack([pe.flatten() for pe in pes]), dim=1)
+    return flat @ flat.T
+
+
+def _plot_token_maps(axes, maps: torch.Tensor, labels: list[str]) -> object:
+    image = None
+    for ax, sim, label in zip(axes, maps, labels):
+        image = ax.imshow(sim.numpy(), cmap='RdBu_r', vmin=-1, vmax=1)
+        ax.set_title(label, fontsize=8)
+        ax.axis('off')
+    return image
+
+
+def _plot_matrix(ax, matrix: torch.Tensor) -> object:
+    image = ax.imshow(matrix.numpy(), cmap='viridis', vmin=min(0., matrix.min().item()), vmax=1)
+    ax.set_xlabel('block')
+    ax.set_ylabel('block')
+    return image
+
+
+def _labels(count: int) -> list[str]:
+    return ['raw PE'] if count == 1 else [f'block {i}' for i in range(count)]
+
+
+def save_figures(inputs: FigureInputs, out_dir: str | Path, token: Grid | None = None) -> list[Path]:
+    """Write, per name, ``{name}_token_similarity.png`` and ``{name}_layer_similarity.png``, and
+    ``contact_sheet.png`` (one row per name: token maps, then the layer matrix). Returns the paths."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    columns = max(len(pes) for pes, _, _ in inputs.values()) + 1
+    sheet, sheet_axes = plt.subplots(len(inputs), columns, figsize=(1.6 * columns, 1.9 * len(inputs)),
+                                     squeeze=False)
+    for row, (name, (pes, grid, caption)) in enumerate(inputs.items()):
+        maps, matrix, labels = token_similarity_maps(pes, grid, token), layer_similarity_matrix(pes), _labels(len(pes))
+
+        cols = min(len(pes), 6)
+        fig, axes = plt.subplots(-(-len(pes) // cols), cols, figsize=(2 * cols, 2.2 * -(-len(pes) // cols)),
+                                 squeeze=False)
+        image = _plot_token_maps(axes.flat, maps, labels)
+        for ax in list(axes.flat)[len(pes):]:
+            ax.axis('off')
+        fig.colorbar(image, ax=axes, shrink=0.8, label='cosine similarity')
+        fig.suptitle(f'{name}: {caption}', fontsize=9)
+        written.append(out_dir / f'{name}_token_similarity.png')
+        fig.savefig(written[-1], dpi=110)
+        plt.close(fig)
+
+        fig, ax = plt.subplots(figsize=(4.2, 3.6))
+        fig.colorbar(_plot_matrix(ax, matrix), ax=ax, label='cosine similarity')
+        ax.set_title(f'{name}: layer-to-layer PE similarity', fontsize=9)
+        written.append(out_dir / f'{name}_layer_similarity.png')
+        fig.savefig(written[-1], dpi=110, bbox_inches='tight')
+        plt.close(fig)
+
+        _plot_token_maps(sheet_axes[row], maps, [f'{name}: {label}' for label in labels[:1]] + labels[1:])
+        for ax in sheet_axes[row, len(pes):-1]:
+            ax.axis('off')
+        _plot_matrix(sheet_axes[row, -1], matrix)
+        sheet_axes[row, -1].set_title('layer similarity', fontsize=8)
+    written.append(out_dir / 'contact_sheet.png')
+    captions = '\n'.join(f'{name}: {caption}' for name, (_, _, caption) in inputs.items())
+    sheet.tight_layout(rect=(0, 0.12 / len(inputs) * len(inputs) ** 0.5, 1, 1))
+    sheet.text(0.01, 0.01, captions, fontsize=8, va='bottom')
+    sheet.savefig(written[-1], dpi=110)
+    plt.close(sheet)
+    return written
