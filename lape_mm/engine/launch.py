@@ -91,9 +91,9 @@ def configure_resume(cfg: Config, resume: str | None) -> None:
     Every training run gets :class:`RNGStateHook`, so that its checkpoints can be resumed
     bit-identically later.
     """
-    hooks = cfg.setdefault('custom_hooks', [])
+    hooks = list(cfg.get('custom_hooks', []))
     if not any(h.get('type') == 'RNGStateHook' for h in hooks):
-        hooks.append(dict(type='RNGStateHook'))
+        cfg.custom_hooks = hooks + [dict(type='RNGStateHook')]
     if resume is None:
         return
     cfg.resume = True
@@ -108,6 +108,7 @@ def configure_test_outputs(cfg: Config, show_dir: str | None, out: str | None) -
         if hook is None:
             raise KeyError('--show-dir needs default_hooks.visualization in the config')
         hook.draw = True
+        hook.interval = 1  # every image, not every 50th
         if scope == 'mmdet':
             hook.test_out_dir = show_dir
         else:
