@@ -3,6 +3,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
@@ -157,3 +158,24 @@ def test_two_process_gloo_run_matches_one_process(tiny_ade, tmp_path):
     a, b = _final_weights(single, 3), _final_weights(double, 3)
     for key in a:
         torch.testing.assert_close(b[key], a[key], atol=2e-4, rtol=1e-3, msg=key)
+
+
+def test_inferencer_writes_colour_mask(tiny_ade, tmp_path):
+    """mmseg's MMSegInferencer runs our config + a checkpoint; the mask PNG holds palette + ids."""
+    from mmseg.datasets import ADE20KDataset
+    from PIL import Image
+    from lape_mm.apis import segment_image
+    cfg = Config.fromfile(ROOT / TINY)
+    cfg.model.backbone.num_layers = 4
+    cfg.model.backbone.out_indices = (0, 1, 2, 3)
+    config = tmp_path / 'config.py'
+    cfg.dump(config)
+    checkpoint = tmp_path / 'segmentor.pth'
+    torch.save({'state_dict': _build_segmentor(cfg).state_dict(),
+                'meta': {'dataset_meta': dict(ADE20KDataset.METAINFO)}}, checkpoint)
+    image = next((tiny_ade / 'images/validation').glob('*.jpg'))
+    label = segment_image(str(config), str(checkpoint), str(image), tmp_path / 'mask.png', device='cpu')
+    mask = Image.open(tmp_path / 'mask.png')
+    assert mask.mode == 'P' and mask.size == Image.open(image).size
+    assert (np.asarray(mask) == label).all()
+    assert mask.getpalette()[:3] == list(ADE20KDataset.METAINFO['palette'][0])
