@@ -84,3 +84,13 @@ def test_replace_sync_bn_walks_the_whole_config():
                backbone=dict(norm_cfg=dict(type='LN')))
     assert replace_sync_bn(cfg) == 2
     assert cfg['decode_head']['norm_cfg']['type'] == 'BN' and cfg['backbone']['norm_cfg']['type'] == 'LN'
+
+
+def test_missing_pretrained_checkpoints_are_found(tmp_path):
+    from lape_mm.engine.launch import missing_pretrained
+    present = tmp_path / 'deit.pth'
+    present.write_bytes(b'')
+    model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=str(present))),
+                 neck=[dict(init_cfg=dict(type='Pretrained', checkpoint='pretrain/missing.pth'))],
+                 head=dict(init_cfg=dict(type='Pretrained', checkpoint='https://host/remote.pth')))
+    assert missing_pretrained(model) == ['pretrain/missing.pth']

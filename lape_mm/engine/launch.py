@@ -125,9 +125,32 @@ def dump_det_results(runner: Runner, out: str) -> None:
     runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
 
 
+def missing_pretrained(node) -> list[str]:
+    """Local ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` files that do not exist."""
+    missing = []
+    if isinstance(node, dict):
+        init = node.get('init_cfg')
+        if isinstance(init, dict) and init.get('type') == 'Pretrained':
+            path = str(init.get('checkpoint', ''))
+            if '://' not in path and not osp.isfile(path):
+                missing.append(path)
+        for value in node.values():
+            missing += missing_pretrained(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            missing += missing_pretrained(value)
+    return missing
+
+
 def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
-    """Fail before the Runner starts if a dataset path, file count or label value is wrong."""
+    """Fail before the Runner starts if a pretrained checkpoint is missing, or a dataset path,
+    file count or label value is wrong."""
     from ..datasets import check_dataset_cfg
+    if 'train_dataloader' in loaders and (missing := missing_pretrained(cfg.model)):
+        raise FileNotFoundError(
+            f'pretrained checkpoint {missing[0]} does not exist: make one with configs/pretrain/ '
+            f'(README "Pretraining"), point init_cfg.checkpoint at a DeiT/timm/mmseg ViT file, or train '
+            f'from scratch with --cfg-options model.backbone.init_cfg=None')
     decode_head = cfg.model.get('decode_head')
     num_classes = decode_head.get('num_classes') if isinstance(decode_head, dict) else None
     for name in loaders:
