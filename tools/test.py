@@ -5,30 +5,19 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from mmengine.config import DictAction  # noqa: E402
-
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.engine.launch import build_runner, check_data, configure_test_outputs, dump_det_results, load_config  # noqa: E402
-
-
-def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
-    parser.add_argument('config', help='config file path')
-    parser.add_argument('checkpoint', help='checkpoint file')
-    parser.add_argument('--work-dir', help='where the evaluation log goes')
-    parser.add_argument('--out', help='mmseg: folder for predicted label PNGs; mmdet: .pkl of raw results')
-    parser.add_argument('--show-dir', help='folder for images with predictions drawn on them')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
-                        help='override config keys, e.g. test_dataloader.batch_size=2')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
-    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
-    args = parser.parse_args()
-    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
-    return args
+from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
+                                   dump_det_results, load_config, parse_runner_args)
 
 
 def main() -> None:
-    args = parse_args()
+    parser = argparse.ArgumentParser(description='Test (and evaluate) a checkpoint')
+    parser.add_argument('config', help='config file path')
+    parser.add_argument('checkpoint', help='checkpoint file')
+    parser.add_argument('--out', help='mmseg: folder for predicted label PNGs; mmdet: .pkl of raw results')
+    parser.add_argument('--show-dir', help='folder for images with predictions drawn on them')
+    add_runner_args(parser)
+    args = parse_runner_args(parser)
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)

@@ -5,15 +5,32 @@ the process group to gloo, SyncBN to BN and AMP to bf16 autocast, with a warning
 """
 from __future__ import annotations
 
+import argparse
 import logging
+import os
 import os.path as osp
 
 import torch
 import torch.distributed as dist
-from mmengine.config import Config, ConfigDict
+from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+
+def add_runner_args(parser: argparse.ArgumentParser) -> None:
+    """The arguments tools/train.py and tools/test.py share, named as in mmseg and mmdet."""
+    parser.add_argument('--work-dir', help='where logs and checkpoints go (default ./work_dirs/CONFIG)')
+    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+                        help='override config keys, e.g. train_cfg.max_iters=100')
+    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
+    parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+
+
+def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
+    args = parser.parse_args()
+    os.environ.setdefault('LOCAL_RANK', str(args.local_rank))
+    return args
 
 
 def _warn(message: str) -> None:
