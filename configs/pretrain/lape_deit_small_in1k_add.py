@@ -1,0 +1,3 @@
+# Baseline twin of lape_deit_small_in1k.py: the standard PE join (DeiT), all else identical.
+_base_ = './lape_deit_small_in1k.py'
+model = dict(backbone=dict(pe_join='add'))
