@@ -9,11 +9,8 @@ import torch.nn.functional as F
 from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from timm.layers import LayerNorm2d
 
-# LayerNorm over the channels of [B, C, H, W] maps, for ``norm_cfg=dict(type='LN2d')`` in the neck
-# and in mmdet's conv heads (ViTDet normalizes its pyramid and RoI heads with LN).
-MODELS.register_module('LN2d', module=LayerNorm2d)
+from ..layers import LayerNorm2d  # noqa: F401  (registers norm_cfg type 'LN2d', the default here)
 
 SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)
 
