@@ -6,13 +6,13 @@ import logging
 import os.path as osp
 import re
 
-import torch
 import torch.nn as nn
 from mmengine.config import Config
+from mmengine.hub import get_config
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, init_default_scope
 
-from ..checkpoint import adapt_state_dict, load_into, safe_load, to_lape_state_dict
+from ..checkpoint import CheckpointError, adapt_state_dict, load_into, safe_load, to_lape_state_dict
 from ..engine.launch import replace_sync_bn
 from ..models.backbones import LaPEViT
 from ..models.layers import infer_grid
@@ -21,15 +21,18 @@ CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 
 
 def load_config(path: str, cfg_options: dict | None = None) -> Config:
-    """Read an mmseg/mmdet config, enter its ``default_scope`` and make it buildable on this machine."""
-    if not osp.isfile(path):
+    """Read a config file (or an installed one, ``'mmseg::_base_/models/...'``), enter its
+    ``default_scope`` and turn SyncBN into BN: analysis runs in one process, without a process group."""
+    if '::' in path:
+        cfg = get_config(path)
+    elif osp.isfile(path):
+        cfg = Config.fromfile(path)
+    else:
         raise FileNotFoundError(f'config file {path} does not exist')
-    cfg = Config.fromfile(path)
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope', 'mmseg'))
-    if not torch.cuda.is_available():
-        replace_sync_bn(cfg.model)  # SyncBN refuses to run without a CUDA process group
+    init_default_scope(cfg.get('default_scope') or (path.split('::')[0] if '::' in path else 'mmseg'))
+    replace_sync_bn(cfg.model)
     return cfg
 
 
@@ -89,3 +92,14 @@ def load_backbone(source: str, pe_join: str | None = None) -> LaPEViT:
     if source.endswith(CONFIG_SUFFIXES):
         return backbone_from_config(source)
     return backbone_from_checkpoint(source, pe_join)
+
+
+def load_model_weights(model: nn.Module, path: str) -> None:
+    """Load a whole-model checkpoint (e.g. one tools/train.py wrote) strictly, weights-only."""
+    checkpoint = safe_load(path)
+    state_dict = checkpoint.get('state_dict', checkpoint)
+    result = model.load_state_dict(state_dict, strict=False)
+    if result.missing_keys or result.unexpected_keys:
+        raise CheckpointError(f'{path} does not match the model: missing {result.missing_keys[:5]}, unexpected '
+                              f'{result.unexpected_keys[:5]} (first 5 each). For a backbone-only checkpoint '
+                              f'use --backbone-only; check that the config is the one the checkpoint was trained with')

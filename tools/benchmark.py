@@ -1,0 +1,77 @@
+"""Speed, memory and FLOPs of LaPEViT next to mmseg's and timm's ViT, side by side in one process.
+
+tools/benchmark.py --size 512 512 --batch 1 --threads 2 --repeats 5 [--amp] [--compile] [--with-cp]
+                   [--models lape add timm mmseg] [--segmentor] --out DIR
+
+Times inference (no_grad) and a training step (forward + backward) of every model, interleaved,
+after warm-up, and reports medians, peak memory, parameters, FLOPs, achieved GFLOP/s against a
+measured matmul peak, and the ratios to the first model. --amp adds bf16 autocast (CPU) or fp16
+(CUDA; --amp-dtype to choose) next to fp32. --segmentor compares whole UPerNets instead (ViT-B
+configs: ours, its `_add` twin, and mmseg's vit_deit-b16-ln_mln UPerNet). Writes benchmark.md,
+benchmark.png and benchmark.json to --out.
+"""
+import argparse
+import os
+import shlex
+import sys
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
+sys.path.insert(0, ROOT)
+
+import torch  # noqa: E402
+
+import lape_mm  # noqa: E402,F401  (registers LaPEViT)
+from lape_mm.analysis.benchmark import AMP_DTYPES, BACKBONES, BenchmarkSettings, run_benchmark  # noqa: E402
+from lape_mm.analysis.benchmark_report import ratio_lines, write_report  # noqa: E402
+from lape_mm.models.backbones import ARCH_ZOO  # noqa: E402
+
+SEGMENTORS = {
+    'upernet-lape': os.path.join(ROOT, 'configs/upernet_lape_vit_b.py'),
+    'upernet-add': os.path.join(ROOT, 'configs/upernet_lape_vit_b_add.py'),
+    'upernet-mmseg': 'mmseg::vit/vit_deit-b16-ln_mln_upernet_8xb2-160k_ade20k-512x512.py',
+}
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--out', required=True, help='folder for benchmark.md / .png / .json')
+    parser.add_argument('--size', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
+    parser.add_argument('--batch', type=int, default=1)
+    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    parser.add_argument('--repeats', type=int, default=5, help='timed runs per model; the median is reported')
+    parser.add_argument('--warmup', type=int, default=1)
+    parser.add_argument('--arch', choices=tuple(ARCH_ZOO), default='base', help='backbone width (not --segmentor)')
+    parser.add_argument('--depth', type=int, help='override the number of blocks (quick runs)')
+    parser.add_argument('--models', nargs='+', choices=BACKBONES, default=['lape', 'add', 'timm', 'mmseg'],
+                        help='backbones; the first is the reference of the ratios')
+    parser.add_argument('--with-cp', action='store_true', help="add 'lape-cp' (with_cp=True) for its memory")
+    parser.add_argument('--segmentor', action='store_true', help='compare whole ViT-B UPerNets instead')
+    parser.add_argument('--amp', action='store_true', help='also measure autocast (bf16 on CPU, fp16 on CUDA)')
+    parser.add_argument('--amp-dtype', choices=tuple(AMP_DTYPES), help='autocast dtype for --amp')
+    parser.add_argument('--compile', action='store_true', help='also measure torch.compile\'d backbones')
+    parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    parser.add_argument('--matmul-size', type=int, default=4096, help='n of the n x n matmul peak measurement')
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = parse_args()
+    if args.segmentor and args.arch != 'base':
+        sys.exit(f'--segmentor compares the ViT-B UPerNet configs; drop --arch {args.arch} (--depth works)')
+    amp = None
+    if args.amp:
+        amp = args.amp_dtype or ('float16' if args.device.startswith('cuda') else 'bfloat16')
+    settings = BenchmarkSettings(
+        models=tuple(args.models) + (('lape-cp',) if args.with_cp else ()),
+        segmentors=SEGMENTORS if args.segmentor else {}, arch=args.arch, depth=args.depth,
+        size=tuple(args.size), batch=args.batch, threads=args.threads, repeats=args.repeats,
+        warmup=args.warmup, amp=amp, compile=args.compile, device=args.device, matmul_size=args.matmul_size)
+    result = run_benchmark(settings, log=lambda line: print(line, flush=True))
+    command = shlex.join(['python', 'tools/benchmark.py', *sys.argv[1:]])
+    for path in write_report(result, args.out, command):
+        print(path)
+    print('\n'.join(ratio_lines(result)))
+
+
+if __name__ == '__main__':
+    main()

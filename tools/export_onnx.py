@@ -1,0 +1,62 @@
+"""Export a model (or its backbone) to ONNX with dynamic batch, height and width.
+
+tools/export_onnx.py CONFIG CKPT --out FILE [--backbone-only] [--shape H W] [--check H W [H W ...]]
+
+Uses torch.onnx's dynamo exporter (torch.export). The ONNX model takes preprocessed images
+[B, 3, H, W] (normalized, H and W multiples of the patch size) and returns the backbone's
+feature maps (--backbone-only; CKPT in any format lape_mm reads, e.g. a segmentor checkpoint or
+a timm/DeiT file) or the segmentor's raw logits (mode='tensor'; CKPT from tools/train.py). After
+export, onnxruntime is compared with PyTorch at --shape and at each --check size.
+"""
+import argparse
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
+
+import lape_mm  # noqa: E402,F401  (registers LaPEViT)
+from lape_mm.analysis.build import build_model, load_config, load_model_weights  # noqa: E402
+from lape_mm.analysis.flops import TensorForward  # noqa: E402
+from lape_mm.analysis.onnx_export import export_onnx, onnx_max_error  # noqa: E402
+from lape_mm.checkpoint import load_pretrained  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('config')
+    parser.add_argument('checkpoint')
+    parser.add_argument('--out', required=True, help='the .onnx file to write')
+    parser.add_argument('--backbone-only', action='store_true', help='export the LaPEViT backbone alone')
+    parser.add_argument('--shape', type=int, nargs=2, metavar=('H', 'W'),
+                        help='example input size for tracing (default: the backbone img_size)')
+    parser.add_argument('--check', type=int, nargs='+', default=[], metavar='H W',
+                        help='more sizes to compare onnxruntime with PyTorch at, as H W pairs')
+    parser.add_argument('--atol', type=float, default=1e-4, help='largest accepted |onnx - torch|')
+    args = parser.parse_args()
+    if len(args.check) % 2:
+        sys.exit(f'--check takes H W pairs, got {len(args.check)} numbers')
+
+    cfg = load_config(args.config, {'model.pretrained': None, 'model.backbone.init_cfg': None})
+    if args.backbone_only:
+        from mmengine.registry import MODELS
+        model = MODELS.build(cfg.model.backbone)
+        load_pretrained(model, args.checkpoint)
+        patch_size, img_size = model.patch_size, model.img_size
+    else:
+        segmentor = build_model(cfg)
+        load_model_weights(segmentor, args.checkpoint)
+        model = TensorForward(segmentor)
+        patch_size, img_size = segmentor.backbone.patch_size, segmentor.backbone.img_size
+    example = tuple(args.shape or img_size)
+    export_onnx(model, args.out, example, patch_size)
+    print(f'wrote {args.out}')
+    sizes = [example] + list(zip(args.check[::2], args.check[1::2]))
+    for hw in sizes:
+        error = onnx_max_error(args.out, model, (1, 3, *hw))
+        print(f'onnxruntime vs PyTorch at 1x3x{hw[0]}x{hw[1]}: max |diff| = {error:.2e}')
+        if error > args.atol:
+            sys.exit(f'onnxruntime differs from PyTorch by {error:.2e} > --atol {args.atol} at {hw}')
+
+
+if __name__ == '__main__':
+    main()
