@@ -113,7 +113,7 @@ def test_benchmark_tool_writes_table_chart_and_ratios(tmp_path):
     assert (tmp_path / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'
 
 
-def test_benchmark_segmentors_and_compile_are_measured(tmp_path):
+def test_benchmark_segmentors_run_and_refuse_compile(tmp_path):
     upernets = {'upernet-lape': TINY_UPERNET, 'upernet-add': TINY_UPERNET.replace('.py', '_add.py')}
     result = run_benchmark(BenchmarkSettings(segmentors=upernets, depth=4, size=(64, 64), repeats=1, warmup=0,
                                              threads=1, matmul_size=64), **QUIET)

@@ -10,6 +10,7 @@ counts. Inference is measured for all models before training starts, so eval-mod
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 import statistics
 import time
@@ -18,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from .benchmark_models import BACKBONES, Candidate, build_backbone, build_segmentor
+from .benchmark_models import Candidate, build_backbone, build_segmentor
 from .flops import count_parameters, flop_analyzer
 from .memory import peak_memory
 
@@ -78,6 +79,7 @@ class BenchmarkResult:
     matmul_gflops: dict[str, float]  # precision -> measured peak of a large matmul
     models: dict[str, ModelInfo]
     rows: list[Row]
+    load_average: tuple[float, float]  # 1-minute load at start and end: other processes' share of the CPUs
 
     def row(self, model: str, precision: str, mode: str) -> Row | None:
         return next((r for r in self.rows if (r.model, r.precision, r.mode) == (model, precision, mode)), None)
@@ -207,6 +209,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     precisions = {'fp32': None}
     if settings.amp:
         precisions[settings.amp] = AMP_DTYPES[settings.amp]
+    load_at_start = os.getloadavg()[0]
     log(f'{device_name(device)}; measuring a {settings.matmul_size}^2 matmul')
     peaks = {name: matmul_gflops(dtype or torch.float32, device, settings.matmul_size)
              for name, dtype in precisions.items()}
@@ -240,8 +243,6 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
             if precisions[precision] is not None:
                 _check_precision(row, candidate, images, precisions[precision])
             rows.append(row)
-    return BenchmarkResult(settings, device_name(device), torch.__version__, peaks, infos, rows)
+    return BenchmarkResult(settings, device_name(device), torch.__version__, peaks, infos, rows,
+                           (load_at_start, os.getloadavg()[0]))
 
-
-__all__ = ['AMP_DTYPES', 'BACKBONES', 'BenchmarkResult', 'BenchmarkSettings', 'ModelInfo', 'Row',
-           'matmul_gflops', 'run_benchmark']

@@ -65,8 +65,9 @@ def ratio_lines(result: BenchmarkResult) -> list[str]:
 def markdown(result: BenchmarkResult, command: str = '') -> str:
     s = result.settings
     header = [
-        f'Device: {result.device_name}; torch {result.torch_version}. Input {s.batch}x3x{s.size[0]}x{s.size[1]}, '
-        f'median of {s.repeats} interleaved repeats after {s.warmup} warm-up.',
+        f'Device: {result.device_name}; torch {result.torch_version}; 1-minute load average '
+        f'{result.load_average[0]:.1f} at start, {result.load_average[1]:.1f} at end. Input '
+        f'{s.batch}x3x{s.size[0]}x{s.size[1]}, median of {s.repeats} interleaved repeats after {s.warmup} warm-up.',
         'Matmul peak (' + f'{s.matmul_size}^2): ' + ', '.join(
             f'{p} {g:.0f} GFLOP/s' for p, g in result.matmul_gflops.items()) + '.',
         'GMACs: multiply-adds of one forward pass (mmengine FlopAnalyzer, fused attention counted); '
