@@ -66,6 +66,7 @@ def test_simple_fpn_uses_channel_layer_norm_and_returns_contiguous_maps():
 @pytest.mark.parametrize('kwargs, message', [
     (dict(scale_factors=(4.0, 3.0)), r'scale_factors \[4.0, 3.0\]'),
     (dict(scale_factors=(1.0, 2.0)), 'finest level first'),
+    (dict(scale_factors=(2.0, 2.0)), 'distinct entries'),
     (dict(num_outs=3), 'num_outs=3'),
 ])
 def test_simple_fpn_bad_arguments_are_named(kwargs, message):

@@ -36,7 +36,7 @@ class SimpleFPN(BaseModule):
                  init_cfg: dict | list | None = None):
         super().__init__(init_cfg=init_cfg)
         if not scale_factors or any(s not in SCALE_FACTORS for s in scale_factors) \
-                or list(scale_factors) != sorted(scale_factors, reverse=True):
+                or list(scale_factors) != sorted(set(scale_factors), reverse=True):
             raise ValueError(f'scale_factors {list(scale_factors)} unsupported; use distinct entries of '
                              f'{SCALE_FACTORS} in this order (finest level first)')
         if num_outs < len(scale_factors):
