@@ -83,14 +83,56 @@ def _plot_token_maps(axes, maps: torch.Tensor, labels: list[str]) -> object:
 
 
 def _plot_matrix(ax, matrix: torch.Tensor) -> object:
+    from matplotlib.ticker import MaxNLocator
     image = ax.imshow(matrix.numpy(), cmap='viridis', vmin=min(0., matrix.min().item()), vmax=1)
-    ax.set_xlabel('block')
-    ax.set_ylabel('block')
+    for axis, label in ((ax.xaxis, ax.set_xlabel), (ax.yaxis, ax.set_ylabel)):
+        axis.set_major_locator(MaxNLocator(integer=True))
+        label('block')
     return image
 
 
 def _labels(count: int) -> list[str]:
     return ['raw PE'] if count == 1 else [f'block {i}' for i in range(count)]
+
+
+def _save_token_maps(plt, path: Path, title: str, maps: torch.Tensor) -> None:
+    cols = min(len(maps), 6)
+    rows = -(-len(maps) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2 * cols, 2.2 * rows), squeeze=False)
+    image = _plot_token_maps(axes.flat, maps, _labels(len(maps)))
+    for ax in list(axes.flat)[len(maps):]:
+        ax.axis('off')
+    fig.colorbar(image, ax=axes, shrink=0.8, label='cosine similarity')
+    fig.suptitle(title, fontsize=9)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _save_matrix(plt, path: Path, title: str, matrix: torch.Tensor) -> None:
+    fig, ax = plt.subplots(figsize=(4.2, 3.6))
+    fig.colorbar(_plot_matrix(ax, matrix), ax=ax, label='cosine similarity')
+    ax.set_title(title, fontsize=9)
+    fig.savefig(path, dpi=110, bbox_inches='tight')
+    plt.close(fig)
+
+
+def _save_contact_sheet(plt, path: Path, panels: dict[str, tuple[torch.Tensor, torch.Tensor, str]]) -> None:
+    """One row per model: its token maps, then its layer matrix; captions underneath."""
+    columns = max(len(maps) for maps, _, _ in panels.values()) + 1
+    height = 1.9 * len(panels) + 0.2 * len(panels)
+    fig, axes = plt.subplots(len(panels), columns, figsize=(1.6 * columns, height), squeeze=False)
+    for row, (name, (maps, matrix, _)) in enumerate(panels.items()):
+        labels = _labels(len(maps))
+        _plot_token_maps(axes[row], maps, [f'{name}: {labels[0]}'] + labels[1:])
+        for ax in axes[row, len(maps):-1]:
+            ax.axis('off')
+        _plot_matrix(axes[row, -1], matrix)
+        axes[row, -1].set_title('layer similarity', fontsize=8)
+    fig.tight_layout(rect=(0, 0.2 * len(panels) / height, 1, 1))
+    fig.text(0.01, 0.01, '\n'.join(f'{name}: {caption}' for name, (_, _, caption) in panels.items()),
+             fontsize=8, va='bottom')
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def save_figures(inputs: FigureInputs, out_dir: str | Path, token: Grid | None = None) -> list[Path]:
@@ -102,41 +144,13 @@ def save_figures(inputs: FigureInputs, out_dir: str | Path, token: Grid | None =
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    columns = max(len(pes) for pes, _, _ in inputs.values()) + 1
-    sheet, sheet_axes = plt.subplots(len(inputs), columns, figsize=(1.6 * columns, 1.9 * len(inputs)),
-                                     squeeze=False)
-    for row, (name, (pes, grid, caption)) in enumerate(inputs.items()):
-        maps, matrix, labels = token_similarity_maps(pes, grid, token), layer_similarity_matrix(pes), _labels(len(pes))
-
-        cols = min(len(pes), 6)
-        fig, axes = plt.subplots(-(-len(pes) // cols), cols, figsize=(2 * cols, 2.2 * -(-len(pes) // cols)),
-                                 squeeze=False)
-        image = _plot_token_maps(axes.flat, maps, labels)
-        for ax in list(axes.flat)[len(pes):]:
-            ax.axis('off')
-        fig.colorbar(image, ax=axes, shrink=0.8, label='cosine similarity')
-        fig.suptitle(f'{name}: {caption}', fontsize=9)
-        written.append(out_dir / f'{name}_token_similarity.png')
-        fig.savefig(written[-1], dpi=110)
-        plt.close(fig)
-
-        fig, ax = plt.subplots(figsize=(4.2, 3.6))
-        fig.colorbar(_plot_matrix(ax, matrix), ax=ax, label='cosine similarity')
-        ax.set_title(f'{name}: layer-to-layer PE similarity', fontsize=9)
-        written.append(out_dir / f'{name}_layer_similarity.png')
-        fig.savefig(written[-1], dpi=110, bbox_inches='tight')
-        plt.close(fig)
-
-        _plot_token_maps(sheet_axes[row], maps, [f'{name}: {label}' for label in labels[:1]] + labels[1:])
-        for ax in sheet_axes[row, len(pes):-1]:
-            ax.axis('off')
-        _plot_matrix(sheet_axes[row, -1], matrix)
-        sheet_axes[row, -1].set_title('layer similarity', fontsize=8)
+    written, panels = [], {}
+    for name, (pes, grid, caption) in inputs.items():
+        maps, matrix = token_similarity_maps(pes, grid, token), layer_similarity_matrix(pes)
+        panels[name] = maps, matrix, caption
+        written += [out_dir / f'{name}_token_similarity.png', out_dir / f'{name}_layer_similarity.png']
+        _save_token_maps(plt, written[-2], f'{name}: {caption}', maps)
+        _save_matrix(plt, written[-1], f'{name}: layer-to-layer PE similarity', matrix)
     written.append(out_dir / 'contact_sheet.png')
-    captions = '\n'.join(f'{name}: {caption}' for name, (_, _, caption) in inputs.items())
-    sheet.tight_layout(rect=(0, 0.12 / len(inputs) * len(inputs) ** 0.5, 1, 1))
-    sheet.text(0.01, 0.01, captions, fontsize=8, va='bottom')
-    sheet.savefig(written[-1], dpi=110)
-    plt.close(sheet)
+    _save_contact_sheet(plt, written[-1], panels)
     return written
