@@ -1,3 +1,4 @@
-# Baseline twin of mask_rcnn_lape_vit_b_simplefpn_coco.py: the standard PE join, all else identical.
+# Baseline twin of mask_rcnn_lape_vit_b_simplefpn_coco.py: the standard PE join, initialised from the checkpoint pretrained
+# with it (configs/pretrain/*_add.py, or any DeiT/timm ViT of this width); all else identical.
 _base_ = './mask_rcnn_lape_vit_b_simplefpn_coco.py'
-model = dict(backbone=dict(pe_join='add'))
+model = dict(backbone=dict(pe_join='add', init_cfg=dict(checkpoint='pretrain/lape_deit_base_in1k_add.pth')))

@@ -1,3 +1,4 @@
-# Baseline twin of upernet_lape_vit_b.py: the standard ViT PE join, everything else identical.
+# Baseline twin of upernet_lape_vit_b.py: the standard PE join, initialised from the checkpoint pretrained
+# with it (configs/pretrain/*_add.py, or any DeiT/timm ViT of this width); all else identical.
 _base_ = './upernet_lape_vit_b.py'
-model = dict(backbone=dict(pe_join='add'))
+model = dict(backbone=dict(pe_join='add', init_cfg=dict(checkpoint='pretrain/lape_deit_base_in1k_add.pth')))

@@ -48,3 +48,14 @@ def tiny_ade(tmp_path_factory):
     """A small tiny-ADE dataset (16 train / 6 val images), made once per session."""
     from lape_mm.datasets import make_tiny_ade
     return make_tiny_ade(tmp_path_factory.mktemp('tiny_ade'), num_train=16, num_val=6, seed=1)
+
+
+def assert_baseline_twin(lape_cfg, add_cfg) -> None:
+    """An ``_add`` config differs from its LaPE config only in ``pe_join`` and, where the backbone
+    is initialised from a checkpoint, in using the ``_add``-pretrained one."""
+    lape_bb, add_bb = lape_cfg.model.backbone, add_cfg.model.backbone
+    assert add_bb.pop('pe_join') == 'add' and lape_bb.pop('pe_join') == 'lape'
+    if lape_bb.get('init_cfg'):
+        lape_ckpt, add_ckpt = lape_bb.init_cfg.pop('checkpoint'), add_bb.init_cfg.pop('checkpoint')
+        assert add_ckpt == lape_ckpt.replace('.pth', '_add.pth')
+    assert add_cfg.to_dict() == lape_cfg.to_dict()

@@ -16,7 +16,7 @@ from lape_mm.datasets.tiny_coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
 
-from conftest import ROOT, run_tool, tiny_vit_kwargs
+from conftest import ROOT, assert_baseline_twin, run_tool, tiny_vit_kwargs
 
 DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*.py') if not p.name.endswith('_add.py'))
 BASE = 'configs/mask_rcnn_lape_vit_b_simplefpn_coco.py'
@@ -87,8 +87,7 @@ def test_config_builds_mask_rcnn_with_lape_backbone(name):
     assert type(model).__name__ == 'MaskRCNN' and isinstance(model.backbone, LaPEViT)
     assert isinstance(model.neck, SimpleFPN) and model.neck.in_channels == model.backbone.embed_dims
     base = Config.fromfile(ROOT / 'configs' / name.replace('.py', '_add.py'))  # every config has its twin
-    assert base.model.backbone.pop('pe_join') == 'add' and cfg.model.backbone.pop('pe_join') == 'lape'
-    assert base.to_dict() == cfg.to_dict()
+    assert_baseline_twin(cfg, base)
 
 
 def test_coco_config_is_vitdet_recipe():
