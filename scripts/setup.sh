@@ -32,8 +32,9 @@ fi
 "$PIP" install -q --upgrade pip
 log "installing ${TORCH_PINS[*]}"
 "$PIP" install -q "${TORCH_PINS[@]}"
-# mmcv's build needs these inside the venv (it is built without build isolation).
-"$PIP" install -q 'setuptools>=77,<81' ninja wheel 'mmengine==0.10.7'
+# mmcv's build needs these inside the venv (it is built without build isolation); setuptools
+# 80 turns the pkg_resources deprecation (imported by mmengine) into a warning on every run.
+"$PIP" install -q 'setuptools>=77,<80' ninja wheel 'mmengine==0.10.7'
 
 build_mmcv() {
     # torch 2.14's headers need C++20, but mmcv's setup.py hard-codes -std=c++17; a compiler
