@@ -1,11 +1,12 @@
 """Speed, memory and FLOPs of several models side by side, in one process.
 
-Fairness rules: every model and precision runs once per repeat, in turn (interleaved), after
-warm-up, and the median of the repeats is reported, so drifting machine load hits all models
-alike. Inference is ``no_grad`` in eval mode; a training step is forward + loss + backward in
-train mode (no optimizer step), with gradients freed before each step so that their memory
-counts. Inference is measured for all models before training starts, so eval-mode caches
-(LaPEViT's per-resolution PE) stay warm as they would in deployment.
+Fairness rules: every model and precision runs once per repeat, in turn (interleaved, the order
+rotated between repeats), after warm-up, and the median of the repeats is reported, so drifting
+machine load and order effects hit all models alike. Inference is ``no_grad`` in eval mode; a
+training step is forward + loss + backward in train mode (no optimizer step), with gradients
+freed before each step so that their memory counts. Inference is measured for all models before
+training starts, so eval-mode caches (LaPEViT's per-resolution PE) stay warm as they would in
+deployment.
 """
 from __future__ import annotations
 
@@ -232,7 +233,8 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
                 step(candidate, images, precisions[precision])
         seconds = {(c.name, p): [] for c, p in runs}
         for repeat in range(settings.repeats):
-            for candidate, precision in runs:
+            shift = repeat * len(runs) // settings.repeats  # rotate: no model always runs first
+            for candidate, precision in runs[shift:] + runs[:shift]:
                 seconds[candidate.name, precision].append(
                     timed(lambda: step(candidate, images, precisions[precision]), device))
             log(f'{mode} repeat {repeat + 1}/{settings.repeats}: ' + ', '.join(
