@@ -32,8 +32,9 @@ def comparison_table(results: TaskResults) -> str:
     rows = ['| a − b | Δ top-1 (mean ± std) | 95% CI of Δ | verdict |', '|---|---|---|---|']
     for a, b in COMPARISONS:
         d = paired_difference(results.accuracy[a.name], results.accuracy[b.name])
-        rows.append(f'| {a.name} − {b.name} | {d.mean:+.2f} ± {d.std:.2f} | '
-                    f'[{d.mean - d.half_width:+.2f}, {d.mean + d.half_width:+.2f}] | {_verdict(d.mean, d.within_noise)} |')
+        interval = f'[{d.mean - d.half_width:+.2f}, {d.mean + d.half_width:+.2f}]'
+        rows.append(f'| {a.name} − {b.name} | {d.mean:+.2f} ± {d.std:.2f} | {interval} | '
+                    f'{_verdict(d.mean, d.within_noise)} |')
     return '\n'.join(rows)
 
 
@@ -64,7 +65,8 @@ def markdown_report(results: dict[str, TaskResults], config: StudyConfig) -> str
     for task, task_results in results.items():
         recipe = config.recipes[task]
         parts += [f'### {task}: test top-1 over seeds {list(config.seeds)} ({recipe.epochs} epochs)', '',
-                  accuracy_table(task_results), '', f'Paired differences ({task}):', '', comparison_table(task_results), '',
+                  accuracy_table(task_results), '',
+                  f'Paired differences ({task}):', '', comparison_table(task_results), '',
                   f'PE types ({task}):', '', pe_type_table(task_results), '',
                   f'Budget check ({task}):', '', budget_table(task_results, config, task), '']
     return '\n'.join(parts)

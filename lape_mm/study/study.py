@@ -15,6 +15,7 @@ IMG_SIZE = 32
 
 @dataclass(frozen=True)
 class Setting:
+    """One model variant of the study: where the PE enters, which PE, and how it starts."""
     pe_join: str
     pe_type: str
     match_pe_scale: bool = False  # the learnable PE starts at the patch tokens' std, not 0.02
