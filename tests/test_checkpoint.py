@@ -97,6 +97,7 @@ def test_mmpretrain_vit_keys_convert():
     from lape_mm.checkpoint import to_lape_state_dict
     converted, fmt = to_lape_state_dict({'state_dict': mmpretrain})
     assert fmt == 'mmpretrain'
+    assert torch.equal(converted.pop('head.weight'), mmpretrain['head.layers.head.weight'])
     assert converted.keys() == native.keys()
     assert all(torch.equal(converted[k], native[k]) for k in native)
 

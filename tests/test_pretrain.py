@@ -79,8 +79,6 @@ def test_mmpretrain_classifier_checkpoint_gives_its_backbone():
         assert torch.equal(native[key], value), key
 
 
-@pytest.mark.xfail(strict=True, reason="convert.unwrap keeps only 'backbone.*' and drops mmpretrain's "
-                                       "'head.layers.head.*', so timm users lose the pretrained classifier")
 def test_mmpretrain_classifier_checkpoint_keeps_its_head():
     _, checkpoint = _fake_mmpretrain_classifier()
     native, _ = to_lape_state_dict(checkpoint)

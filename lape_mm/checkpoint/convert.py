@@ -16,6 +16,7 @@ from .safe_load import CheckpointError
 StateDict = dict[str, torch.Tensor]
 CONTAINER_KEYS = ('state_dict', 'model', 'module')
 STRIPPED_PREFIXES = ('module.', 'backbone.', 'encoder.')
+MMPRETRAIN_CLS_HEAD = 'head.layers.head.'  # the linear layer of mmpretrain's VisionTransformerClsHead
 
 
 def _rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
@@ -66,8 +67,8 @@ def convert_mmseg_vit(state_dict: StateDict) -> StateDict:
 
 
 def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
-    """mmpretrain ``VisionTransformer`` (``layers.{i}.attn.qkv``; classifier head dropped)."""
-    state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head.')}
+    """mmpretrain ``VisionTransformer`` (``layers.{i}.attn.qkv``); :func:`unwrap` already put the
+    classifier's linear head under timm's ``head.*``."""
     return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
         (r'^layers\.(\d+)\.attn\.(qkv|proj)\.', r'blocks.\1.attn.\2.'),
     ]))
@@ -87,9 +88,13 @@ def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
     for strip in STRIPPED_PREFIXES:
         if state_dict and all(k.startswith(strip) for k in state_dict):
             state_dict = {k[len(strip):]: v for k, v in state_dict.items()}
-    # A full segmentor/detector checkpoint: keep its backbone.
+    # A full classifier/segmentor/detector checkpoint: keep its backbone, and an mmpretrain
+    # classifier's linear head under timm's name, so timm users keep the pretrained classifier.
     if any(k.startswith('backbone.') for k in state_dict):
+        head = {'head.' + k[len(MMPRETRAIN_CLS_HEAD):]: v for k, v in state_dict.items()
+                if k.startswith(MMPRETRAIN_CLS_HEAD)}
         state_dict = {k[len('backbone.'):]: v for k, v in state_dict.items() if k.startswith('backbone.')}
+        state_dict.update(head)
     return dict(state_dict)
 
 
