@@ -7,8 +7,8 @@ import torch.nn.functional as F
 
 from lape_mm import LaPEViT
 from lape_mm.analysis import layer_pos_embeds, layer_similarity_matrix, pe_caption, token_similarity_maps
-from lape_mm.analysis.benchmark import BenchmarkSettings, run_benchmark
-from lape_mm.analysis.benchmark_report import ratio_lines, write_report
+from lape_mm.analysis.benchmark import BenchmarkResult, BenchmarkSettings, run_benchmark
+from lape_mm.analysis.benchmark_report import markdown, ratio_lines, write_report
 from lape_mm.analysis.build import build_model, load_config
 from lape_mm.analysis.flops import TensorForward, flop_analyzer
 from lape_mm.analysis.memory import peak_memory
@@ -110,6 +110,7 @@ def test_benchmark_tool_writes_table_chart_and_ratios(tmp_path):
             assert row['rel_error'] < 0.05
     table = (tmp_path / 'benchmark.md').read_text()
     assert table.count('\n| ') == 1 + len(data['rows'])  # header + rows
+    assert markdown(BenchmarkResult.from_dict(data), data['command']) == table  # --from-json re-renders it
     assert (tmp_path / 'benchmark.png').read_bytes()[:4] == b'\x89PNG'
 
 

@@ -8,9 +8,10 @@ after warm-up, and reports medians, peak memory, parameters, FLOPs, achieved GFL
 measured matmul peak, and the ratios to the first model. --amp adds bf16 autocast (CPU) or fp16
 (CUDA; --amp-dtype to choose) next to fp32. --segmentor compares whole UPerNets instead (ViT-B
 configs: ours, its `_add` twin, and mmseg's vit_deit-b16-ln_mln UPerNet). Writes benchmark.md,
-benchmark.png and benchmark.json to --out.
+benchmark.png and benchmark.json to --out (--from-json re-renders a saved benchmark.json).
 """
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -21,7 +22,7 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
-from lape_mm.analysis.benchmark import AMP_DTYPES, BenchmarkSettings, run_benchmark  # noqa: E402
+from lape_mm.analysis.benchmark import AMP_DTYPES, BenchmarkResult, BenchmarkSettings, run_benchmark  # noqa: E402
 from lape_mm.analysis.benchmark_models import BACKBONES  # noqa: E402
 from lape_mm.analysis.benchmark_report import ratio_lines, write_report  # noqa: E402
 from lape_mm.models.backbones import ARCH_ZOO  # noqa: E402
@@ -52,11 +53,19 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--compile', action='store_true', help='also measure torch.compile\'d backbones')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--matmul-size', type=int, default=4096, help='n of the n x n matmul peak measurement')
+    parser.add_argument('--from-json', help="re-render a saved benchmark.json into --out; measures nothing")
     return parser.parse_args()
 
 
 def main() -> None:
     args = parse_args()
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        result = BenchmarkResult.from_dict(saved)
+        write_report(result, args.out, saved.get('command', ''))
+        print('\n'.join(ratio_lines(result)))
+        return
     if args.segmentor and args.arch != 'base':
         sys.exit(f'--segmentor compares the ViT-B UPerNet configs; drop --arch {args.arch} (--depth works)')
     amp = None

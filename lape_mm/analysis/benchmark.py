@@ -71,6 +71,10 @@ class Row:
     def median(self) -> float:
         return statistics.median(self.seconds)
 
+    @property
+    def fastest(self) -> float:
+        return min(self.seconds)
+
 
 @dataclass
 class BenchmarkResult:
@@ -88,6 +92,15 @@ class BenchmarkResult:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict) -> BenchmarkResult:
+        """The inverse of :meth:`to_dict` (e.g. of a saved ``benchmark.json``), to re-render a report."""
+        settings = dict(data['settings'], size=tuple(data['settings']['size']),
+                        models=tuple(data['settings']['models']))
+        return cls(BenchmarkSettings(**settings), data['device_name'], data['torch_version'],
+                   data['matmul_gflops'], {name: ModelInfo(**info) for name, info in data['models'].items()},
+                   [Row(**row) for row in data['rows']], tuple(data['load_average']))
+
 
 def _sync(device: torch.device) -> None:
     if device.type == 'cuda':
@@ -104,10 +117,10 @@ def timed(fn: Callable[[], object], device: torch.device) -> float:
 
 
 def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int, repeats: int = 5) -> float:
-    """Achieved GFLOP/s of an ``n x n`` by ``n x n`` matmul: the machine's practical peak."""
+    """GFLOP/s of the fastest of ``repeats`` ``n x n`` by ``n x n`` matmuls: the machine's practical peak."""
     a, b = torch.randn(n, n, device=device, dtype=dtype), torch.randn(n, n, device=device, dtype=dtype)
     a @ b
-    return 2 * n ** 3 / statistics.median(timed(lambda: a @ b, device) for _ in range(repeats)) / 1e9
+    return 2 * n ** 3 / min(timed(lambda: a @ b, device) for _ in range(repeats)) / 1e9
 
 
 def device_name(device: torch.device) -> str:

@@ -10,13 +10,16 @@ from .benchmark import BenchmarkResult, Row
 PASSES = {'infer': 1, 'train': 3}
 
 
-def achieved_gflops(result: BenchmarkResult, row: Row) -> float:
-    """2 FLOPs per multiply-add of the forward pass, times the passes of the mode, per second."""
-    return 2 * result.models[row.model].macs * PASSES[row.mode] / row.median / 1e9
+def achieved_gflops(result: BenchmarkResult, row: Row, seconds: float | None = None) -> float:
+    """2 FLOPs per multiply-add of the forward pass, times the passes of the mode, per second
+    (of the median run unless ``seconds`` is given)."""
+    return 2 * result.models[row.model].macs * PASSES[row.mode] / (seconds or row.median) / 1e9
 
 
-def _speedup(result: BenchmarkResult, slow: tuple[str, str, str], fast: tuple[str, str, str]) -> float:
-    return result.row(*slow).median / result.row(*fast).median
+def time_ratio(a: Row, b: Row) -> str:
+    """``a``'s time over ``b``'s: of the medians, and of the fastest runs (least disturbed by
+    other processes on a shared machine)."""
+    return f'{a.median / b.median:.3f}x (fastest runs {a.fastest / b.fastest:.3f}x)'
 
 
 def ratio_lines(result: BenchmarkResult) -> list[str]:
@@ -31,21 +34,20 @@ def ratio_lines(result: BenchmarkResult) -> list[str]:
             ref = result.row(reference, precision, mode)
             for name in eager:
                 other = result.row(name, precision, mode)
-                lines.append(f'{mode} {precision}: {reference} / {name}: time {ref.median / other.median:.3f}x, '
+                lines.append(f'{mode} {precision}: {reference} / {name}: time {time_ratio(ref, other)}, '
                              f'peak memory {ref.peak_bytes / max(other.peak_bytes, 1):.3f}x')
     for amp in precisions[1:]:
         for name in names:
             for mode in ('train', 'infer'):
-                low = result.row(name, amp, mode)
+                full, low = result.row(name, 'fp32', mode), result.row(name, amp, mode)
                 error = f', max rel. output error {low.rel_error:.1e}' if low.rel_error is not None else ''
-                lines.append(f'{mode} {name}: {amp} autocast speed-up '
-                             f'{_speedup(result, (name, "fp32", mode), (name, amp, mode)):.2f}x{error}, '
-                             f'all finite: {low.finite}')
+                lines.append(f'{mode} {name}: {amp} autocast speed-up (fp32 / {amp} time) '
+                             f'{time_ratio(full, low)}{error}, all finite: {low.finite}')
     for name in names:
         if name.endswith('+compile'):
             base = name[:-len('+compile')]
-            lines += [f'{mode} {p}: torch.compile speed-up of {base} '
-                      f'{_speedup(result, (base, p, mode), (name, p, mode)):.2f}x'
+            lines += [f'{mode} {p}: torch.compile speed-up of {base} (eager / compiled time) '
+                      f'{time_ratio(result.row(base, p, mode), result.row(name, p, mode))}'
                       for p in precisions for mode in ('train', 'infer')]
     if 'lape' in names and 'lape-cp' in names:
         for precision in precisions:
@@ -56,9 +58,10 @@ def ratio_lines(result: BenchmarkResult) -> list[str]:
                          f'step peak by {1 - cp.peak_bytes / plain.peak_bytes:.0%}')
     for precision, peak in result.matmul_gflops.items():
         for mode in ('train', 'infer'):
-            gflops = achieved_gflops(result, result.row(reference, precision, mode))
-            lines.append(f'{mode} {precision}: {reference} achieves {gflops:.0f} GFLOP/s = '
-                         f'{gflops / peak:.0%} of the {peak:.0f} GFLOP/s matmul peak')
+            row = result.row(reference, precision, mode)
+            median, fastest = achieved_gflops(result, row), achieved_gflops(result, row, row.fastest)
+            lines.append(f'{mode} {precision}: {reference} achieves {median:.0f} GFLOP/s = {median / peak:.0%} '
+                         f'(fastest run {fastest:.0f} = {fastest / peak:.0%}) of the {peak:.0f} GFLOP/s matmul peak')
     return lines
 
 
@@ -68,7 +71,7 @@ def markdown(result: BenchmarkResult, command: str = '') -> str:
         f'Device: {result.device_name}; torch {result.torch_version}; 1-minute load average '
         f'{result.load_average[0]:.1f} at start, {result.load_average[1]:.1f} at end. Input '
         f'{s.batch}x3x{s.size[0]}x{s.size[1]}, median of {s.repeats} interleaved repeats after {s.warmup} warm-up.',
-        'Matmul peak (' + f'{s.matmul_size}^2): ' + ', '.join(
+        f'Matmul peak (fastest of 5 {s.matmul_size}^2 matmuls): ' + ', '.join(
             f'{p} {g:.0f} GFLOP/s' for p, g in result.matmul_gflops.items()) + '.',
         'GMACs: multiply-adds of one forward pass (mmengine FlopAnalyzer, fused attention counted); '
         'GFLOP/s = 2 x MACs x (1 inference, 3 training) / time. Peak memory: tensor bytes above the '
