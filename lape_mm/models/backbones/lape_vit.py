@@ -107,7 +107,7 @@ class LaPEViT(BaseModule):
         norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
         norm_layer = lambda dim: build_norm_layer(norm_cfg, dim)[1]  # noqa: E731
         self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_channels,
-                                      embed_dim=self.embed_dims, output_fmt='NHWC', strict_img_size=False,
+                                      embed_dim=self.embed_dims, output_fmt='NCHW', strict_img_size=False,
                                       dynamic_img_pad=pad_to_patch)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
         self.pos_embed = self._build_pos_embed()
@@ -196,11 +196,11 @@ class LaPEViT(BaseModule):
                              f'resize or pad the image (e.g. size_divisor={self.patch_size} in the data '
                              f'preprocessor) or set pad_to_patch=True')
         x = self.patch_embed(img)
-        hw = (x.shape[1], x.shape[2])
-        x = x.flatten(1, 2)
+        hw = (x.shape[2], x.shape[3])
+        x = x.flatten(2).transpose(1, 2)  # a view: the concatenation (or contiguous) is the one copy
         if self.with_cls_token:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
-        return x, hw
+            return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1), hw
+        return x.contiguous(), hw
 
     def _block_pos_embeds(self, hw: tuple[int, int]):
         """PE terms for a token grid: ``(input_pe, residual_pes, attention_pes)``.
