@@ -91,7 +91,7 @@ def markdown(result: BenchmarkResult, command: str = '') -> str:
             error += ' NON-FINITE'
         activations = '' if row.activation_bytes is None else f'{row.activation_bytes / 2 ** 20:.0f}'
         table.append(f'| {row.model} | {info.params / 1e6:.1f} | {info.macs / 1e9:.3g} | {row.precision} '
-                     f'| {row.mode} | {row.median * 1e3:.0f} | {min(row.seconds) * 1e3:.0f}-{max(row.seconds) * 1e3:.0f} '
+                     f'| {row.mode} | {row.median * 1e3:.0f} | {row.fastest * 1e3:.0f}-{max(row.seconds) * 1e3:.0f} '
                      f'| {row.peak_bytes / 2 ** 20:.0f} | {activations} | {gflops:.0f} '
                      f'| {gflops / result.matmul_gflops[row.precision]:.0%} | {error} |')
     ratios = ['Ratios:', '', *[f'- {line}' for line in ratio_lines(result)]]
