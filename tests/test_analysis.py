@@ -134,15 +134,17 @@ def test_ratio_lines_name_every_comparison():
 
 
 # ---------------------------------------------------------------- ONNX
-@pytest.mark.parametrize('join', ['lape', 'add'])
-def test_onnx_backbone_matches_pytorch_at_two_sizes(tmp_path, join):
-    model = LaPEViT(**tiny_vit_kwargs(num_layers=2, pe_join=join, out_indices=(0, 1))).eval()
+@pytest.mark.parametrize('kwargs', [dict(pe_join='lape'), dict(pe_join='add'),
+                                    dict(with_cls_token=False, window_size=3, global_attn_indexes=(1,))],
+                         ids=['lape', 'add', 'window'])
+def test_onnx_backbone_matches_pytorch_at_two_sizes(tmp_path, kwargs):
+    model = LaPEViT(**tiny_vit_kwargs(num_layers=2, out_indices=(0, 1), img_size=48, **kwargs)).eval()
     randomize_norms(model)
     with torch.no_grad():
-        model(torch.randn(1, 3, 64, 64))  # fill the eval PE cache: export must not bake it in
+        model(torch.randn(1, 3, 48, 48))  # fill the eval PE cache: export must not bake it in
     path = tmp_path / 'backbone.onnx'
-    export_onnx(model, path, (64, 64))
-    for shape in [(1, 3, 64, 64), (2, 3, 48, 112)]:  # the PE grid, and a resized non-square one
+    export_onnx(model, path, (48, 48))  # a 3x3 grid: whole windows, no padding
+    for shape in [(1, 3, 48, 48), (2, 3, 64, 112)]:  # the PE grid; a resized, non-square, padded one
         assert onnx_max_error(path, model, shape) < 1e-4
 
 
