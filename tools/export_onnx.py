@@ -37,6 +37,9 @@ def main() -> None:
         sys.exit(f'--check takes H W pairs, got {len(args.check)} numbers')
 
     cfg = load_config(args.config, {'model.pretrained': None, 'model.backbone.init_cfg': None})
+    if cfg.get('default_scope') == 'mmdet' and not args.backbone_only:
+        sys.exit(f'{args.config} is a detector: its proposals and NMS do not export with dynamic sizes; '
+                 f'add --backbone-only (mmdeploy exports whole detectors)')
     if args.backbone_only:
         from mmengine.registry import MODELS
         model = MODELS.build(cfg.model.backbone)
