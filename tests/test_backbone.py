@@ -72,6 +72,22 @@ def test_matches_reference(pe_join, pe_type, size):
 
 
 @pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
+def test_gradients_match_reference(pe_join, pe_type):
+    """Training mode (in-place adds, no PE cache): every parameter's gradient is the reference's."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).train()
+    randomize_norms(model)
+    img = torch.randn(2, 3, 48, 80)
+    model(img)[0].square().mean().backward()
+    grads = {name: p.grad.clone() for name, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    reference_forward(model, img).square().mean().backward()
+    assert grads.keys() == {name for name, p in model.named_parameters() if p.grad is not None}
+    for name, p in model.named_parameters():
+        if name in grads:
+            torch.testing.assert_close(grads[name], p.grad, atol=1e-6, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
 def test_gradients_reach_pe_and_pe_norm(pe_join, pe_type):
     model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type, drop_path_rate=0.1)).train()
     randomize_norms(model)
@@ -215,3 +231,17 @@ def test_bad_arguments_are_named(kwargs, message):
 def test_bad_input_is_named(shape, message):
     with pytest.raises(ValueError, match=message):
         LaPEViT(**tiny_vit_kwargs())(torch.randn(*shape))
+
+
+@pytest.mark.parametrize('pe_join', ['lape', 'add'])
+def test_residual_stream_stays_fp32_under_autocast(pe_join):
+    """The blocks add in place where they can, but never into a bf16 branch output: the residual
+    stream (and so every block's output) stays fp32 under bf16 autocast, as in timm."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, final_norm=False)).eval()
+    img = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        (reference,) = model(img)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            (out,) = model(img)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, reference, atol=0.05 * reference.abs().max().item(), rtol=0)

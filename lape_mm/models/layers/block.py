@@ -3,9 +3,38 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import Attention, DropPath, Mlp
 
 from .window import window_partition, window_unpartition
+
+
+def add_into_fresh(fresh: torch.Tensor, other: torch.Tensor) -> torch.Tensor:
+    """``fresh + other``, written into ``fresh`` where that keeps the result's dtype.
+
+    ``fresh`` is a tensor just computed that autograd does not save (a norm, projection or fc2
+    output) and ``other`` broadcasts to its shape: at batch 1 a new ``[B, N, C]`` buffer costs
+    about as much as the add itself. Under autocast a bf16 branch output plus the fp32 residual
+    stream stays out of place, so the stream keeps fp32.
+    """
+    if fresh.dtype == torch.result_type(fresh, other):
+        return fresh.add_(other)
+    return fresh + other
+
+
+class SplitQKVAttention(Attention):
+    """timm's ``Attention`` (same parameters, fused SDPA) with q, k and v split off the qkv
+    output along its own ``3`` axis: their gradients then stack straight into the qkv layout,
+    one copy instead of timm's two (stack, then a reshape of the permuted stack)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, N, _ = x.shape
+        qkv = self.qkv(x).view(B, N, 3, self.num_heads, self.head_dim)
+        q, k, v = (t.transpose(1, 2) for t in qkv.unbind(2))
+        q, k = self.q_norm(q), self.k_norm(k)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
+        x = x.transpose(1, 2).reshape(B, N, self.attn_dim)
+        return self.proj_drop(self.proj(self.norm(x)))
 
 
 class LaPEBlock(nn.Module):
@@ -23,20 +52,21 @@ class LaPEBlock(nn.Module):
                  window_size: int = 0):
         super().__init__()
         self.norm1 = norm_layer(dim)
-        self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
+        self.attn = SplitQKVAttention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), drop=drop)
         self.pe_norm = norm_layer(dim) if with_pe_norm else None
         self.window_size = window_size
 
-    def forward(self, x: torch.Tensor, pe: torch.Tensor | None = None, hw: tuple[int, int] | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pe: torch.Tensor | None = None,
+                hw: tuple[int, int] | None = None) -> torch.Tensor:
         """``x``: ``[B, N, C]`` tokens; ``pe``: ``[1, N, C]`` added to the attention input, or None."""
         y = self.norm1(x)
         if pe is not None:
-            y = y + pe
-        x = x + self.drop_path(self._attention(y, hw))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+            y = add_into_fresh(y, pe)
+        x = add_into_fresh(self.drop_path(self._attention(y, hw)), x)
+        return add_into_fresh(self.drop_path(self.mlp(self.norm2(x))), x)
 
     def _attention(self, y: torch.Tensor, hw: tuple[int, int] | None) -> torch.Tensor:
         if not self.window_size:
