@@ -97,9 +97,14 @@ def test_get_flops_tool():
 # ---------------------------------------------------------------- benchmark (the tool, not timings)
 def test_benchmark_tool_writes_table_chart_and_ratios(tmp_path):
     output = run_tool('tools/benchmark.py', '--arch', 'tiny', '--depth', '2', '--size', '32', '48', '--repeats', '2',
-                      '--threads', '1', '--amp', '--with-cp', '--matmul-size', '128', '--out', str(tmp_path))
+                      '--threads', '1', '--amp', '--with-cp', '--kernel-bound', '--matmul-size', '128',
+                      '--out', str(tmp_path))
     assert 'lape / mmseg: time' in output and 'with_cp=True cuts activation memory' in output
+    assert output.count('so no implementation exceeds') == 4  # kernel bound per precision x mode
     data = json.loads((tmp_path / 'benchmark.json').read_text())
+    assert [(b['precision'], b['mode']) for b in data['kernel_bounds']] == [
+        ('fp32', 'infer'), ('fp32', 'train'), ('bfloat16', 'infer'), ('bfloat16', 'train')]
+    assert all(0 < b['linear_seconds'] and 0 < b['attention_seconds'] for b in data['kernel_bounds'])
     models = ['lape', 'add', 'timm', 'mmseg', 'lape-cp']
     assert list(data['models']) == models
     assert len(data['rows']) == len(models) * 2 * 2  # x precision x mode

@@ -1,14 +1,16 @@
 """Speed, memory and FLOPs of LaPEViT next to mmseg's and timm's ViT, side by side in one process.
 
 tools/benchmark.py --size 512 512 --batch 1 --threads 2 --repeats 5 [--amp] [--compile] [--with-cp]
-                   [--models lape add timm mmseg] [--segmentor] --out DIR
+                   [--kernel-bound] [--models lape add timm mmseg] [--segmentor] --out DIR
 
 Times inference (no_grad) and a training step (forward + backward) of every model, interleaved,
 after warm-up, and reports medians, peak memory, parameters, FLOPs, achieved GFLOP/s against a
 measured matmul peak, and the ratios to the first model. --amp adds bf16 autocast (CPU) or fp16
-(CUDA; --amp-dtype to choose) next to fp32. --segmentor compares whole UPerNets instead (ViT-B
-configs: ours, its `_add` twin, and mmseg's vit_deit-b16-ln_mln UPerNet). Writes benchmark.md,
-benchmark.png and benchmark.json to --out (--from-json re-renders a saved benchmark.json).
+(CUDA; --amp-dtype to choose) next to fp32. --kernel-bound also times the backbone's GEMMs and
+attention alone, at its shapes: the fastest step, so the highest share of the matmul peak, that
+any implementation reaches with this machine's kernels. --segmentor compares whole UPerNets
+instead (ViT-B configs: ours, its `_add` twin, and mmseg's vit_deit-b16-ln_mln UPerNet). Writes
+benchmark.md, benchmark.png and benchmark.json to --out (--from-json re-renders a saved one).
 """
 import argparse
 import json
@@ -51,6 +53,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--amp', action='store_true', help='also measure autocast (bf16 on CPU, fp16 on CUDA)')
     parser.add_argument('--amp-dtype', choices=tuple(AMP_DTYPES), help='autocast dtype for --amp')
     parser.add_argument('--compile', action='store_true', help='also measure torch.compile\'d backbones')
+    parser.add_argument('--kernel-bound', action='store_true',
+                        help="also time the backbone's GEMMs and attention alone: the fastest any "
+                             'implementation can be with these kernels')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--matmul-size', type=int, default=4096, help='n of the n x n matmul peak measurement')
     parser.add_argument('--from-json', help="re-render a saved benchmark.json into --out; measures nothing")
@@ -75,7 +80,8 @@ def main() -> None:
         models=tuple(args.models) + (('lape-cp',) if args.with_cp else ()),
         segmentors=SEGMENTORS if args.segmentor else {}, arch=args.arch, depth=args.depth,
         size=tuple(args.size), batch=args.batch, threads=args.threads, repeats=args.repeats,
-        warmup=args.warmup, amp=amp, compile=args.compile, device=args.device, matmul_size=args.matmul_size)
+        warmup=args.warmup, amp=amp, compile=args.compile, kernel_bound=args.kernel_bound, device=args.device,
+        matmul_size=args.matmul_size)
     result = run_benchmark(settings, log=lambda line: print(line, flush=True))
     command = shlex.join(['python', 'tools/benchmark.py', *sys.argv[1:]])
     for path in write_report(result, args.out, command):

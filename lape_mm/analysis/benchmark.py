@@ -20,8 +20,10 @@ from typing import Callable
 
 import torch
 
+from ..models.backbones import ARCH_ZOO
 from .benchmark_models import Candidate, build_backbone, build_segmentor
 from .flops import count_parameters, flop_analyzer
+from .kernel_bound import KernelBound, vit_kernel_bound
 from .memory import peak_memory
 
 AMP_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
@@ -43,6 +45,7 @@ class BenchmarkSettings:
     warmup: int = 1
     amp: str | None = None  # 'bfloat16' / 'float16': also measure autocast at that dtype
     compile: bool = False  # also measure torch.compile'd copies of the backbones
+    kernel_bound: bool = False  # also time the backbone's GEMMs and attention alone (see kernel_bound.py)
     device: str = 'cuda' if torch.cuda.is_available() else 'cpu'
     matmul_size: int = 4096
 
@@ -85,6 +88,7 @@ class BenchmarkResult:
     models: dict[str, ModelInfo]
     rows: list[Row]
     load_average: tuple[float, float]  # 1-minute load at start and end: other processes' share of the CPUs
+    kernel_bounds: list[KernelBound] = field(default_factory=list)
 
     def row(self, model: str, precision: str, mode: str) -> Row | None:
         return next((r for r in self.rows if (r.model, r.precision, r.mode) == (model, precision, mode)), None)
@@ -99,7 +103,8 @@ class BenchmarkResult:
                         models=tuple(data['settings']['models']))
         return cls(BenchmarkSettings(**settings), data['device_name'], data['torch_version'],
                    data['matmul_gflops'], {name: ModelInfo(**info) for name, info in data['models'].items()},
-                   [Row(**row) for row in data['rows']], tuple(data['load_average']))
+                   [Row(**row) for row in data['rows']], tuple(data['load_average']),
+                   [KernelBound(**bound) for bound in data.get('kernel_bounds', [])])
 
 
 def _sync(device: torch.device) -> None:
@@ -227,6 +232,7 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
     log(f'{device_name(device)}; measuring a {settings.matmul_size}^2 matmul')
     peaks = {name: matmul_gflops(dtype or torch.float32, device, settings.matmul_size)
              for name, dtype in precisions.items()}
+    bounds = kernel_bounds(settings, precisions, device) if settings.kernel_bound else []
     candidates = build_candidates(settings)
     images = torch.randn(settings.batch, 3, *settings.size, device=device)
     infos = {}
@@ -259,5 +265,18 @@ def run_benchmark(settings: BenchmarkSettings, log: Callable[[str], None] = prin
                 _check_precision(row, candidate, images, precisions[precision])
             rows.append(row)
     return BenchmarkResult(settings, device_name(device), torch.__version__, peaks, infos, rows,
-                           (load_at_start, os.getloadavg()[0]))
+                           (load_at_start, os.getloadavg()[0]), bounds)
+
+
+def kernel_bounds(settings: BenchmarkSettings, precisions: dict[str, torch.dtype | None],
+                  device: torch.device) -> list[KernelBound]:
+    """:func:`vit_kernel_bound` of the benchmarked backbone (patch 16, cls token) per precision and mode."""
+    if settings.segmentors:
+        raise ValueError('--kernel-bound times a backbone\'s kernels; drop --segmentor or --kernel-bound')
+    dims = ARCH_ZOO[settings.arch]
+    tokens = (settings.size[0] // 16) * (settings.size[1] // 16) + 1
+    return [vit_kernel_bound(dims['embed_dims'], dims['num_heads'], settings.depth or dims['num_layers'], tokens,
+                             settings.batch, dtype or torch.float32, device, mode, precision,
+                             repeats=settings.repeats)
+            for precision, dtype in precisions.items() for mode in MODES]
 

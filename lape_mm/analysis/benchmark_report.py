@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from pathlib import Path
 
 from .benchmark import BenchmarkResult, Row
@@ -16,10 +17,17 @@ def achieved_gflops(result: BenchmarkResult, row: Row, seconds: float | None = N
     return 2 * result.models[row.model].macs * PASSES[row.mode] / (seconds or row.median) / 1e9
 
 
+def paired_ratio(a: Row, b: Row) -> float:
+    """The median over repeats of ``a``'s time over ``b``'s in the same repeat. Runs of one repeat
+    are seconds apart, so load that drifts over minutes cancels in each pair."""
+    return statistics.median(x / y for x, y in zip(a.seconds, b.seconds))
+
+
 def time_ratio(a: Row, b: Row) -> str:
-    """``a``'s time over ``b``'s: of the medians, and of the fastest runs (least disturbed by
-    other processes on a shared machine)."""
-    return f'{a.median / b.median:.3f}x (fastest runs {a.fastest / b.fastest:.3f}x)'
+    """``a``'s time over ``b``'s: paired (see :func:`paired_ratio`), of the medians, and of the
+    fastest runs (least disturbed by other processes on a shared machine)."""
+    return (f'{paired_ratio(a, b):.3f}x (medians {a.median / b.median:.3f}x, '
+            f'fastest runs {a.fastest / b.fastest:.3f}x)')
 
 
 def ratio_lines(result: BenchmarkResult) -> list[str]:
@@ -62,6 +70,21 @@ def ratio_lines(result: BenchmarkResult) -> list[str]:
             median, fastest = achieved_gflops(result, row), achieved_gflops(result, row, row.fastest)
             lines.append(f'{mode} {precision}: {reference} achieves {median:.0f} GFLOP/s = {median / peak:.0%} '
                          f'(fastest run {fastest:.0f} = {fastest / peak:.0%}) of the {peak:.0f} GFLOP/s matmul peak')
+    return lines + kernel_bound_lines(result)
+
+
+def kernel_bound_lines(result: BenchmarkResult) -> list[str]:
+    """Each kernel bound (see ``kernel_bound.py``) as the highest share of the matmul peak that any
+    implementation can reach, and how close the first model gets to it."""
+    reference = next(iter(result.models))
+    lines = []
+    for bound in result.kernel_bounds:
+        row = result.row(reference, bound.precision, bound.mode)
+        ceiling = achieved_gflops(result, row, bound.seconds) / result.matmul_gflops[bound.precision]
+        lines.append(f'{bound.mode} {bound.precision}: the GEMMs and attention alone take {bound.seconds * 1e3:.0f} ms '
+                     f'(GEMMs {bound.linear_seconds * 1e3:.0f}, attention {bound.attention_seconds * 1e3:.0f}), '
+                     f'so no implementation exceeds {ceiling:.0%} of the matmul peak here; {reference} takes '
+                     f'{row.median / bound.seconds:.2f}x the bound')
     return lines
 
 
