@@ -216,8 +216,8 @@ class LaPEViT(BaseModule):
             return None, nones, nones
         use_cache = not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing()
                          or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
-        key = (hw, self.pos_embed.device, self.pos_embed.dtype, self._pe_param_versions())
-        if use_cache and key in self._pe_cache:
+        key = (hw, self.pos_embed.device, self.pos_embed.dtype, self._pe_param_versions()) if use_cache else None
+        if key in self._pe_cache:
             self._pe_cache.move_to_end(key)
             return self._pe_cache[key]
         pe = resize_pos_embed(self.pos_embed, hw, self.patch_grid, self.num_prefix_tokens)
