@@ -170,6 +170,34 @@ def test_eval_pe_cache_is_used_and_invalidated():
     assert not model._pe_cache
 
 
+def _autocast_forward(model: LaPEViT, img: torch.Tensor, inference: bool) -> torch.Tensor:
+    """bf16 autocast in eval mode: as inference (caches on) or with autograd (no caches)."""
+    with torch.set_grad_enabled(not inference), torch.autocast('cpu', dtype=torch.bfloat16):
+        return model(img)[0].detach()
+
+
+def test_autocast_weight_cache_is_exact_and_invalidated():
+    model = LaPEViT(**tiny_vit_kwargs(window_size=2, with_cls_token=False, global_attn_indexes=(1,))).eval()
+    randomize_norms(model)
+    img = torch.randn(2, 3, 64, 48)
+    cached = _autocast_forward(model, img, inference=True)
+    casts = model._weight_casts._casts
+    assert len(casts) == 3 and all(t.dtype == torch.bfloat16 for block in casts for t in block.values())
+    assert {'attn.qkv.weight', 'attn.proj.bias', 'mlp.fc1.weight', 'mlp.fc2.bias'} <= casts[0].keys()
+    assert 'norm1.weight' not in casts[0]  # norms keep fp32, as autocast runs them
+    assert torch.equal(cached, _autocast_forward(model, img, inference=False))  # bit-identical
+    with torch.no_grad():
+        model.blocks[2].mlp.fc2.weight.mul_(-1)  # as an optimizer step would: the casts must follow
+    assert torch.equal(_autocast_forward(model, img, inference=True),
+                       _autocast_forward(model, img, inference=False))
+    assert model._weight_casts._casts is not casts
+    model.train()
+    assert not model._weight_casts._casts
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        model.eval()(img)[0].sum().backward()  # with autograd the weights themselves are used
+    assert not model._weight_casts._casts and model.blocks[0].attn.qkv.weight.grad is not None
+
+
 def test_with_cp_gives_same_gradients():
     kwargs = tiny_vit_kwargs()
     plain, checkpointed = LaPEViT(**kwargs), LaPEViT(with_cp=True, **kwargs)

@@ -7,13 +7,14 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
+from torch.func import functional_call
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed, trunc_normal_
 from torch.nn.modules.utils import _pair
 
-from ..layers import PE_TYPES, LaPEBlock, build_fixed_pos_embed, resize_pos_embed
+from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, build_fixed_pos_embed, resize_pos_embed
 
 PE_JOINS = ('lape', 'lape_independent', 'add', 'share', 'unshare')
 ARCH_ZOO = {
@@ -43,6 +44,11 @@ class LaPEViT(BaseModule):
     ``out_indices`` entry (each ``[map, cls_token]`` when ``output_cls_token``), like mmseg's
     ``VisionTransformer``. ``window_size > 0`` turns every block not in ``global_attn_indexes``
     into windowed attention (ViTDet), which needs ``with_cls_token=False``.
+
+    Inference (eval mode, no autograd) keeps two caches: the per-layer PEs of each input grid
+    and, under autocast, the blocks' linear weights in the autocast dtype (see
+    :class:`AutocastWeightCache`). Both are keyed on the tensors' versions, so a weight update
+    invalidates them, and ``train()`` drops them.
     """
 
     num_prefix_tokens = 1  # the cls slot is always stored, so DeiT/timm/mmseg checkpoints fit
@@ -123,6 +129,7 @@ class LaPEViT(BaseModule):
         # Per-resolution PEs of every block, reused in eval mode (see _block_pos_embeds).
         self._pe_cache: OrderedDict = OrderedDict()
         self.pe_cache_size = pe_cache_size
+        self._weight_casts = AutocastWeightCache()
         self._init_params()
         self._freeze_stages()
 
@@ -182,6 +189,7 @@ class LaPEViT(BaseModule):
         super().train(mode)
         self._freeze_stages()
         self._pe_cache.clear()
+        self._weight_casts.clear()
         return self
 
     # ------------------------------------------------------------------ forward
@@ -202,20 +210,23 @@ class LaPEViT(BaseModule):
             return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1), hw
         return x.contiguous(), hw
 
-    def _block_pos_embeds(self, hw: tuple[int, int]):
+    def _inference_caches_usable(self) -> bool:
+        """Eval mode without autograd, and not traced, compiled or exported (which must see the ops)."""
+        return not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing()
+                    or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
+
+    def _block_pos_embeds(self, hw: tuple[int, int], use_cache: bool = False):
         """PE terms for a token grid: ``(input_pe, residual_pes, attention_pes)``.
 
         ``input_pe`` is added once before block 0; ``residual_pes[l]`` to the residual stream
         before block l; ``attention_pes[l]`` to block l's normalized attention input. Each PE has
-        batch size 1, so this costs O(N*C) per layer whatever the batch. In eval mode without
-        autograd the result is cached per grid; the key holds the PE parameters' versions, so an
-        optimizer step or ``load_state_dict`` invalidates it.
+        batch size 1, so this costs O(N*C) per layer whatever the batch. With ``use_cache``
+        (inference) the result is cached per grid; the key holds the PE parameters' versions, so
+        an optimizer step or ``load_state_dict`` invalidates it.
         """
         nones = [None] * self.num_layers
         if self.pos_embed is None:
             return None, nones, nones
-        use_cache = not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing()
-                         or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
         key = (hw, self.pos_embed.device, self.pos_embed.dtype, self._pe_param_versions()) if use_cache else None
         if key in self._pe_cache:
             self._pe_cache.move_to_end(key)
@@ -253,7 +264,12 @@ class LaPEViT(BaseModule):
         """Run the transformer. Returns the final tokens ``[B, T, C]`` (after ``norm``), the
         tokens after each block in ``out_indices`` (the last one normalized), and the grid."""
         x, hw = self._embed(img)
-        input_pe, residual_pes, attention_pes = self._block_pos_embeds(hw)
+        inference = self._inference_caches_usable()
+        input_pe, residual_pes, attention_pes = self._block_pos_embeds(hw, inference)
+        device_type = x.device.type
+        weight_casts = None
+        if inference and torch.is_autocast_enabled(device_type):
+            weight_casts = self._weight_casts.get(self.blocks, torch.get_autocast_dtype(device_type))
         if input_pe is not None:
             x = x + input_pe
         x = self.pos_drop(x)
@@ -264,6 +280,8 @@ class LaPEViT(BaseModule):
                 x = x + residual_pes[i]
             if self.with_cp and self.training and x.requires_grad:
                 x = cp.checkpoint(blk, x, attention_pes[i], hw, use_reentrant=False)
+            elif weight_casts is not None:
+                x = functional_call(blk, weight_casts[i], (x, attention_pes[i], hw))
             else:
                 x = blk(x, attention_pes[i], hw)
             if i == last:

@@ -1,0 +1,37 @@
+"""Linear-layer weights cast once to the autocast dtype, for repeated inference."""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+
+
+class AutocastWeightCache:
+    """The weights and biases of each module's ``nn.Linear`` layers in a low-precision dtype.
+
+    Autocast casts every fp32 weight of a linear layer to bf16/fp16 at every call: for ViT-B at
+    batch 1 on CPU that is about 15% of a bf16 forward. Between inference calls the weights do
+    not change, so the casts are kept, keyed on each tensor's version counter, storage and device:
+    an optimizer step, ``load_state_dict`` or ``.to()`` recasts them. The cost is one
+    low-precision copy of the linear weights (about 170 MB for ViT-B in bf16) while it is held.
+    Run a module with them through ``torch.func.functional_call(module, casts, args)``; autocast
+    leaves tensors that are already in its dtype as they are, so outputs are bit-identical.
+    """
+
+    def __init__(self):
+        self._key: tuple | None = None
+        self._casts: list[dict[str, torch.Tensor]] = []
+
+    def get(self, modules: nn.ModuleList, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
+        """For each module, ``{parameter name: cast tensor}`` of its linear layers."""
+        groups = [[(f'{name}.{param_name}', param) for name, layer in module.named_modules()
+                   if isinstance(layer, nn.Linear) for param_name, param in layer.named_parameters(recurse=False)]
+                  for module in modules]
+        key = (dtype, tuple((p._version, p.data_ptr(), p.device) for group in groups for _, p in group))
+        if key != self._key:
+            self.clear()  # free the old casts before making new ones
+            self._casts = [{name: param.detach().to(dtype) for name, param in group} for group in groups]
+            self._key = key
+        return self._casts
+
+    def clear(self) -> None:
+        self._key, self._casts = None, []
