@@ -196,6 +196,9 @@ def test_autocast_weight_cache_is_exact_and_invalidated():
     with torch.autocast('cpu', dtype=torch.bfloat16):
         model.eval()(img)[0].sum().backward()  # with autograd the weights themselves are used
     assert not model._weight_casts._casts and model.blocks[0].attn.qkv.weight.grad is not None
+    uncached = LaPEViT(**tiny_vit_kwargs(autocast_weight_cache=False)).eval()
+    _autocast_forward(uncached, img, inference=True)
+    assert uncached._weight_casts is None
 
 
 def test_with_cp_gives_same_gradients():

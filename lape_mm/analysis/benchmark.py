@@ -162,8 +162,10 @@ def _memory(candidate: Candidate, images: torch.Tensor, dtype: torch.dtype | Non
             device: torch.device) -> tuple[int, int | None]:
     """Peak bytes of one step and, for training, of its forward pass. Gradients are freed before
     the measurement, not inside it: a free of memory that an earlier profile saw allocated
-    would lower the baseline."""
+    would lower the baseline. Inference is measured from cold eval-mode caches (``eval()`` drops
+    LaPEViT's), so memory that a model keeps between calls counts in its peak."""
     if mode == 'infer':
+        candidate.model.eval()
         return peak_memory(lambda: infer_step(candidate, images, dtype), device), None
     candidate.model.zero_grad(set_to_none=True)
     forward = peak_memory(lambda: train_forward(candidate, images, dtype), device)
