@@ -48,7 +48,7 @@ class LaPEViT(BaseModule):
     Inference (eval mode, no autograd) keeps two caches: the per-layer PEs of each input grid
     and, under autocast, the blocks' linear weights in the autocast dtype (see
     :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its ~14% bf16 speed-up
-    for the memory of the casts, ~170 MB for ViT-B). Both are keyed on the tensors' versions, so
+    for ~170 MB (ViT-B) held between calls; a call's peak is the same either way). Both are keyed on the tensors' versions, so
     a weight update invalidates them, and ``train()`` (so ``eval()`` too) drops them.
     """
 
