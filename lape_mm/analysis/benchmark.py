@@ -14,7 +14,6 @@ import contextlib
 import os
 import platform
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -25,6 +24,7 @@ from .benchmark_models import Candidate, build_backbone, build_segmentor
 from .flops import count_parameters, flop_analyzer
 from .kernel_bound import KernelBound, vit_kernel_bound
 from .memory import peak_memory
+from .timing import timed
 
 AMP_DTYPES = {'bfloat16': torch.bfloat16, 'float16': torch.float16}
 MODES = ('infer', 'train')
@@ -105,20 +105,6 @@ class BenchmarkResult:
                    data['matmul_gflops'], {name: ModelInfo(**info) for name, info in data['models'].items()},
                    [Row(**row) for row in data['rows']], tuple(data['load_average']),
                    [KernelBound(**bound) for bound in data.get('kernel_bounds', [])])
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def timed(fn: Callable[[], object], device: torch.device) -> float:
-    """Wall-clock seconds of ``fn()``, including queued device work."""
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def matmul_gflops(dtype: torch.dtype, device: torch.device, n: int, repeats: int = 5) -> float:

@@ -10,12 +10,13 @@ a better model implementation.
 from __future__ import annotations
 
 import statistics
-import time
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
+
+from .timing import timed
 
 
 @dataclass
@@ -34,16 +35,7 @@ class KernelBound:
 
 def _median_seconds(fn: Callable[[], object], repeats: int, device: torch.device) -> float:
     fn()  # warm-up: oneDNN primitive creation, first-touch of the buffers
-    times = []
-    for _ in range(repeats):
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        start = time.perf_counter()
-        fn()
-        if device.type == 'cuda':
-            torch.cuda.synchronize(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return statistics.median(timed(fn, device) for _ in range(repeats))
 
 
 def _linear_seconds(rows: int, fan_in: int, fan_out: int, dtype: torch.dtype, device: torch.device,

@@ -7,11 +7,11 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.utils.checkpoint as cp
-from torch.func import functional_call
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 from timm.layers import PatchEmbed, trunc_normal_
+from torch.func import functional_call
 from torch.nn.modules.utils import _pair
 
 from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, build_fixed_pos_embed, resize_pos_embed
@@ -48,8 +48,9 @@ class LaPEViT(BaseModule):
     Inference (eval mode, no autograd) keeps two caches: the per-layer PEs of each input grid
     and, under autocast, the blocks' linear weights in the autocast dtype (see
     :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its ~14% bf16 speed-up
-    for ~170 MB (ViT-B) held between calls; a call's peak is the same either way). Both are keyed on the tensors' versions, so
-    a weight update invalidates them, and ``train()`` (so ``eval()`` too) drops them.
+    for ~170 MB (ViT-B) held between calls; a call's peak is the same either way). Both are
+    keyed on the tensors' versions, so a weight update invalidates them, and ``train()`` (so
+    ``eval()`` too) drops them.
     """
 
     num_prefix_tokens = 1  # the cls slot is always stored, so DeiT/timm/mmseg checkpoints fit
