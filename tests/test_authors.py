@@ -6,6 +6,7 @@ tables, their checkpoint layouts (``pos_embed{i}`` per block for 'unshare', a 2-
 """
 import argparse
 import fractions
+import importlib.util
 import math
 import subprocess
 import sys
@@ -115,6 +116,14 @@ def save_as_their_main_py(sd: dict, path) -> None:
                 'scaler': {'scale': 65536.0, 'growth_factor': 2.0}, 'args': args}, path)
 
 
+def convert_tool():
+    """tools/convert_checkpoint.py as a module."""
+    spec = importlib.util.spec_from_file_location('convert_checkpoint', ROOT / 'tools' / 'convert_checkpoint.py')
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def lape_model(join: str, pe: str, **kwargs) -> LaPEViT:
     return LaPEViT(arch='tiny', embed_dims=DIM, num_layers=DEPTH, num_heads=HEADS, img_size=GRID[0] * 16,
                    pe_join=JOINS[join], pe_type=PES[pe], **kwargs)
@@ -174,8 +183,11 @@ def test_convert_to_authors_round_trip(join, pe, tmp_path):
                 m.bias.normal_(0, 0.1)
     src, dst = tmp_path / 'ours.pth', tmp_path / 'theirs.pth'
     torch.save({'state_dict': model.state_dict()}, src)
-    subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst), '--to', 'authors'],
-                   cwd=ROOT, check=True, capture_output=True)
+    if join == 'unshare':  # once as a user runs it; the other cases call the tool's function
+        subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst), '--to', 'authors'],
+                       cwd=ROOT, check=True, capture_output=True)
+    else:
+        convert_tool().convert(str(src), str(dst), to='authors')
     theirs = torch.load(dst, weights_only=True)['model']
     expected_pe_keys = ({f'pos_embed{i}' for i in range(DEPTH)} if join == 'unshare' else {'pos_embed'})
     assert {k for k in theirs if k.startswith('pos_embed')} == expected_pe_keys

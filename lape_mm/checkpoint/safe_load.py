@@ -55,6 +55,9 @@ def register_safe_globals() -> None:
 
 def safe_load(path: str | PathLike, map_location='cpu') -> dict:
     """``torch.load`` with ``weights_only=True``; a file with other pickled objects is refused."""
+    # Re-assert the allowlist: torch.serialization.safe_globals (which timm's loader uses) removes
+    # on exit whatever it added, even classes that were allowlisted before it.
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
