@@ -1,4 +1,4 @@
-"""Single-image semantic segmentation through mmseg's MMSegInferencer, saved as a colour mask."""
+"""Single-image inference through mmseg's / mmdet's inferencers: a colour mask or drawn detections."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,6 +6,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+
+from ..datasets import read_image
 
 
 def save_colour_mask(label: np.ndarray, palette: list, path: str | Path) -> None:
@@ -19,14 +21,34 @@ def save_colour_mask(label: np.ndarray, palette: list, path: str | Path) -> None
     mask.save(path)
 
 
+def _device(device: str | None) -> str:
+    return device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
 def segment_image(config: str, checkpoint: str, image: str, out_png: str | Path,
                   device: str | None = None) -> np.ndarray:
     """Segment ``image`` with a config + checkpoint, write the colour mask, return class ids."""
     import lape_mm  # noqa: F401  (registers the backbone and the safe checkpoint globals)
-    from mmseg.apis import MMSegInferencer
-    device = device or ('cuda' if torch.cuda.is_available() else 'cpu')
-    inferencer = MMSegInferencer(model=config, weights=checkpoint, device=device)
+    from .inferencers import StrictSegInferencer
+    read_image(image)  # a bad file fails here, by name, not inside the pipeline
+    inferencer = StrictSegInferencer(model=config, weights=checkpoint, device=_device(device))
     result = inferencer(image, return_datasamples=True)
     label = result.pred_sem_seg.data[0].cpu().numpy()
     save_colour_mask(label, inferencer.model.dataset_meta['palette'], out_png)
     return label
+
+
+def detect_image(config: str, checkpoint: str, image: str, out_image: str | Path,
+                 device: str | None = None, score_thr: float = 0.3) -> dict:
+    """Detect objects in ``image`` with an mmdet config + checkpoint, write the image with the
+    detections above ``score_thr`` drawn on it, and return mmdet's prediction dict."""
+    import mmcv
+
+    import lape_mm  # noqa: F401
+    from .inferencers import StrictDetInferencer
+    read_image(image)
+    inferencer = StrictDetInferencer(model=config, weights=checkpoint, device=_device(device))
+    result = inferencer(image, return_vis=True, no_save_vis=True, pred_score_thr=score_thr)
+    Path(out_image).parent.mkdir(parents=True, exist_ok=True)
+    mmcv.imwrite(mmcv.rgb2bgr(result['visualization'][0]), str(out_image))
+    return result['predictions'][0]
