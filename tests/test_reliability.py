@@ -133,10 +133,15 @@ def test_tools_test_refuses_checkpoint_without_pos_embed(tiny_ade, tmp_path):
 
 @pytest.mark.slow
 def test_resume_from_a_pretraining_checkpoint_says_it_is_not_of_this_config(tiny_ade, tmp_path):
-    classifier = {f'backbone.{k}': v for k, v in LaPEViT(**tiny_vit_kwargs()).state_dict().items()}
+    """--resume of a segmentation config given what configs/pretrain writes: classifier weights, one AdamW
+    parameter group, mmengine's run state."""
+    from mmengine.logging import MessageHub
+    backbone = LaPEViT(**tiny_vit_kwargs())
+    classifier = {f'backbone.{k}': v for k, v in backbone.state_dict().items()}
     classifier['head.layers.head.weight'] = torch.zeros(10, 64)
     checkpoint = tmp_path / 'epoch_4.pth'
-    torch.save({'state_dict': classifier, 'optimizer': {'param_groups': [], 'state': {}},
+    torch.save({'state_dict': classifier, 'optimizer': torch.optim.AdamW(backbone.parameters()).state_dict(),
+                'message_hub': MessageHub.get_instance('pretrain').state_dict(),
                 'meta': {'epoch': 4, 'iter': 52}}, checkpoint)
     proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path / 'w'),
                            '--resume', str(checkpoint), *small_run_options(tiny_ade)],
@@ -297,8 +302,7 @@ def test_infer_tool_runs_detection_configs(tmp_path):
     torch.save({'state_dict': MODELS.build(cfg.model).state_dict(), 'meta': {'dataset_meta': {'classes': CLASSES}}},
                checkpoint)
     image = next((make_tiny_coco(tmp_path / 'coco', num_train=1, num_val=1) / 'val2017').glob('*.jpg'))
-    out = run_tool('tools/infer.py', str(config), str(checkpoint), str(image), '--out', str(tmp_path / 'det.jpg'),
-                   '--score-thr', '0')
+    out = run_tool('tools/infer.py', str(config), str(checkpoint), str(image), '--out', str(tmp_path / 'det.jpg'))
     assert re.search(r'wrote .*det\.jpg; \d+ detections', out)
     assert Image.open(tmp_path / 'det.jpg').size == Image.open(image).size
 
