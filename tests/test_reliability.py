@@ -232,6 +232,17 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
     assert lock_work_dir(str(tmp_path)) is not None  # a dead holder does not keep the lock
 
 
+@pytest.mark.slow
+def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
+    from lape_mm.engine.work_dir import lock_work_dir
+    lock = lock_work_dir(str(tmp_path))  # this test process plays the live run
+    proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path),
+                           *small_run_options(tiny_ade)], cwd=ROOT, capture_output=True, text=True)
+    lock.close()
+    assert proc.returncode != 0 and f'in use by another training run (PID {os.getpid()})' in proc.stderr
+    assert not list(tmp_path.glob('*.pth'))
+
+
 # --- data: valid ADE20K labels pass, bad images are named before training -------------------------
 
 def _seg_dataset(root: Path, labels: list[int], **settings) -> dict:
