@@ -74,6 +74,8 @@ def test_deit_main_checkpoint_with_namespace_args_loads_weights_only(tmp_path):
                               pin_mem=True, finetune='', resume=None, milestones=[30, 60], drop_path=0.1)
     path = tmp_path / 'checkpoint.pth'
     torch.save(_deit_main_checkpoint(args), path)
+    with torch.serialization.safe_globals([argparse.Namespace]):
+        pass  # as timm's loaders do: leaving the block drops Namespace from the process-wide allowlist
     loaded = safe_load(path)
     assert isinstance(loaded['args'], argparse.Namespace) and vars(loaded['args']) == vars(args)
     assert loaded['epoch'] == 299 and torch.equal(loaded['model']['pos_embed'], loaded['model_ema']['pos_embed'])

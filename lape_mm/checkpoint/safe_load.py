@@ -96,6 +96,9 @@ def safe_load(path: str | PathLike, map_location='cpu') -> dict:
     an unreadable one raises :class:`CheckpointError` saying what is wrong with it."""
     if problem := diagnose_file(path):
         raise CheckpointError(f'cannot load checkpoint {path}: {problem}. Re-create or re-download it.')
+    # Again on every load: leaving a torch.serialization.safe_globals([...]) block (timm's loaders use
+    # one for argparse.Namespace) removes those globals from the process-wide allowlist.
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
