@@ -7,6 +7,7 @@ without ``pos_embed`` gives metrics and masks of a randomly initialised model, w
 from __future__ import annotations
 
 import re
+from collections import Counter
 
 import torch.nn as nn
 from mmengine.hooks import Hook
@@ -35,8 +36,11 @@ def state_dict_of(checkpoint: dict) -> dict:
 
 
 def _listing(title: str, items: list[str]) -> str:
+    """``N title (per top-level module: count): the first keys``, e.g. a backbone-only file shows
+    ``neck: 16, decode_head: 60``."""
+    per_module = ', '.join(f'{name}: {n}' for name, n in Counter(k.split('.')[0] for k in items).items())
     more = f', ... ({len(items) - SHOWN_KEYS} more)' if len(items) > SHOWN_KEYS else ''
-    return f'{len(items)} {title}: {", ".join(items[:SHOWN_KEYS])}{more}'
+    return f'{len(items)} {title} ({per_module}): {", ".join(items[:SHOWN_KEYS])}{more}'
 
 
 def state_dict_mismatch(model: nn.Module, state_dict: dict) -> list[str]:
