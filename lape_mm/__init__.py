@@ -4,10 +4,12 @@
 """
 from . import engine  # noqa: F401  (registers optim wrapper, constructor, hooks)
 from .checkpoint import register_safe_globals
+from .checkpoint.safe_load import use_safe_local_loader
 from .engine import use_atomic_local_backend
 from .models import LaPEViT, LaPEVisionTransformer
 
 register_safe_globals()
+use_safe_local_loader()
 use_atomic_local_backend()
 
 __version__ = '0.1.0'

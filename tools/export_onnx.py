@@ -35,6 +35,9 @@ def main() -> None:
     args = parser.parse_args()
     if len(args.check) % 2:
         sys.exit(f'--check takes H W pairs, got {len(args.check)} numbers')
+    out_dir = os.path.dirname(os.path.abspath(args.out))
+    if not os.path.isdir(out_dir):  # checked now: the export takes a while before it writes
+        sys.exit(f'--out folder {out_dir} does not exist; create it first (mkdir -p {out_dir})')
 
     cfg = load_config(args.config, {'model.pretrained': None, 'model.backbone.init_cfg': None})
     if cfg.get('default_scope') == 'mmdet' and not args.backbone_only:

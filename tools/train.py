@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, configure_resume,  # noqa: E402
-                                   enable_amp, load_config, parse_runner_args)
+from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
+                                   configure_checkpoints, enable_amp, load_config, parse_runner_args)
 
 
 def main() -> None:
@@ -22,9 +22,10 @@ def main() -> None:
     cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
     if args.amp:
         enable_amp(cfg)
-    configure_resume(cfg, args.resume)
+    lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)
+    configure_checkpoints(cfg, args.resume)
     check_data(cfg, ('train_dataloader', 'val_dataloader'))
-    build_runner(cfg).train()
+    build_runner(cfg, strict_load=args.resume is not None).train()
 
 
 if __name__ == '__main__':

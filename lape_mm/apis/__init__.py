@@ -1,3 +1,3 @@
-from .segment import save_colour_mask, segment_image
+from .infer import detect_image, save_colour_mask, segment_image
 
-__all__ = ['save_colour_mask', 'segment_image']
+__all__ = ['detect_image', 'save_colour_mask', 'segment_image']

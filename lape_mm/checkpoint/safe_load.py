@@ -10,16 +10,28 @@ methods, which pickle writes as ``getattr(HistoryBuffer, 'mean')``; allowlisting
 would open the door to any attribute of any allowed class. We pickle the buffer without that
 table instead (it is class-level and rebuilt on load), so checkpoints written with lape_mm
 imported load weights-only.
+
+Every file that cannot be read (empty, truncated, not a checkpoint, refused) raises one
+:class:`CheckpointError` that names the file and what is wrong with it; mmengine's loader for
+local files (``load_from``, ``--resume``, inferencers) goes through :func:`safe_load` as well.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import os.path as osp
 import pickle
+import re
+import zipfile
 from os import PathLike
 
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.runner.checkpoint import CheckpointLoader
+
+ZIP_MAGIC = b'PK\x03\x04'  # torch.save's default (zip) format
+PICKLE_PROTO = b'\x80'  # legacy torch.save files are pickles (protocol >= 2)
 
 
 class CheckpointError(RuntimeError):
@@ -27,12 +39,12 @@ class CheckpointError(RuntimeError):
 
 
 def mmengine_safe_globals() -> list:
-    """Classes and functions that mmengine/mmseg/mmdet training checkpoints legitimately pickle."""
+    """Classes and functions that mmengine/mmseg/mmdet training checkpoints legitimately pickle,
+    and the ``argparse.Namespace`` of plain values that DeiT-style ``main.py`` stores as ``args``."""
     numeric_codes = np.typecodes['AllInteger'] + np.typecodes['AllFloat'] + '?'
     numpy_dtypes = sorted({type(np.dtype(code)) for code in numeric_codes}, key=str)
-    # argparse.Namespace: the ``args`` of the LaPE authors' (DeiT) main.py checkpoints, plain values.
-    return [argparse.Namespace, HistoryBuffer, np.ndarray, np.dtype, *numpy_dtypes, np.core.multiarray._reconstruct,
-            np.core.multiarray.scalar]
+    return [HistoryBuffer, np.ndarray, np.dtype, *numpy_dtypes, np.core.multiarray._reconstruct,
+            np.core.multiarray.scalar, argparse.Namespace]
 
 
 def _history_buffer_getstate(self) -> dict:
@@ -53,17 +65,65 @@ def register_safe_globals() -> None:
     HistoryBuffer.__setstate__ = _history_buffer_setstate
 
 
+def diagnose_file(path: str | PathLike) -> str | None:
+    """What is visibly wrong with a checkpoint file from its size and first bytes, or None."""
+    size = os.path.getsize(path)
+    if size == 0:
+        return 'the file is empty (0 bytes), e.g. from an interrupted save, copy or download'
+    with open(path, 'rb') as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head == ZIP_MAGIC:
+        if not zipfile.is_zipfile(path):
+            return (f'the file is truncated ({size} bytes): it starts as a torch.save archive but its end is '
+                    f'missing, e.g. from an interrupted save, copy or download')
+        return None
+    if not head.startswith(PICKLE_PROTO):
+        return 'the file is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)'
+    return None
+
+
+def _refusal_reason(message: str) -> str:
+    """The refused global in torch's weights-only error, without torch's advice to unpickle anyway."""
+    match = re.search(r'GLOBAL (\S+) was not an allowed global', message)
+    if match:
+        return f'it pickles {match.group(1)}'
+    detail = message.rsplit('WeightsUnpickler error:', 1)[-1].strip().splitlines()
+    return detail[0] if detail else 'it pickles objects other than tensors and plain values'
+
+
 def safe_load(path: str | PathLike, map_location='cpu') -> dict:
-    """``torch.load`` with ``weights_only=True``; a file with other pickled objects is refused."""
-    # Re-assert the allowlist: torch.serialization.safe_globals (which timm's loader uses) removes
-    # on exit whatever it added, even classes that were allowlisted before it.
+    """``torch.load`` with ``weights_only=True``; a file with other pickled objects is refused, and
+    an unreadable one raises :class:`CheckpointError` saying what is wrong with it."""
+    if problem := diagnose_file(path):
+        raise CheckpointError(f'cannot load checkpoint {path}: {problem}. Re-create or re-download it.')
+    # Again on every load: leaving a torch.serialization.safe_globals([...]) block (timm's loaders use
+    # one for argparse.Namespace) removes those globals from the process-wide allowlist.
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        reason = str(err).strip().splitlines()[0]
         raise CheckpointError(
             f'refused to load {path}: it contains pickled objects that are not plain weights '
-            f'({reason}). lape_mm never unpickles arbitrary objects, since that can run code. If the '
-            f'file is yours (e.g. written by mmengine without lape_mm imported), re-save only its '
-            f'tensors: torch.save(model.state_dict(), PATH).') from None
+            f'({_refusal_reason(str(err))}). lape_mm never unpickles arbitrary objects, since that can run '
+            f'code. If the file is yours (e.g. written by mmengine without lape_mm imported), re-save only '
+            f'its tensors: torch.save(model.state_dict(), PATH).') from None
+    except (RuntimeError, EOFError, ValueError) as err:
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise CheckpointError(f'cannot load checkpoint {path}: it is corrupt ({reason}). '
+                              f'Re-create or re-download it.') from None
+
+
+def load_from_local(filename: str, map_location=None) -> dict:
+    """mmengine's loader for local paths, through :func:`safe_load`."""
+    if not filename:
+        raise FileNotFoundError('no checkpoint path given (an empty file name)')
+    filename = osp.expanduser(filename)
+    if not osp.isfile(filename):
+        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+    return safe_load(filename, map_location=map_location)
+
+
+def use_safe_local_loader() -> None:
+    """Route mmengine's local checkpoint loading (``load_from``, ``--resume``, inferencers,
+    ``init_cfg`` of OpenMMLab modules) through :func:`safe_load`."""
+    CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)

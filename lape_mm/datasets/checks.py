@@ -6,12 +6,16 @@ that the Runner will build and fail fast.
 """
 from __future__ import annotations
 
+import inspect
 import json
 import os.path as osp
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+CLASSIFICATION_TYPES = ('ImageNet', 'CustomDataset')  # mmpretrain's folder-layout datasets
 
 
 class DatasetError(ValueError):
@@ -22,12 +26,68 @@ def _stems(folder: Path, suffix: str) -> dict[str, Path]:
     return {str(p.relative_to(folder))[:-len(suffix)]: p for p in folder.rglob(f'*{suffix}')}
 
 
-def check_seg_dataset(dataset: dict, num_classes: int, max_label_files: int = 500) -> None:
-    """Paths exist, every image has an annotation and vice versa, and labels fit ``num_classes``.
+def _spread(items: list, count: int) -> list:
+    """Up to about ``count`` items evenly spread over ``items``."""
+    return items[::max(1, len(items) // count)]
 
-    Label maps are read for up to ``max_label_files`` files (evenly spread) to keep the check
-    quick on the full ADE20K (20k maps); the tiny datasets are checked completely.
+
+def read_image(path: str | Path, what: str = 'image') -> Image.Image:
+    """Open ``path`` with PIL, or raise :class:`DatasetError` naming the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetError(f'{what} {path} does not exist')
+    if path.stat().st_size == 0:
+        raise DatasetError(f'{what} {path} is empty (0 bytes); re-copy it from the original dataset or delete it '
+                           f'(with its annotation)')
+    try:
+        image = Image.open(path)
+        image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError) as err:
+        raise DatasetError(f'{what} {path} cannot be read as an image ({err}); re-copy it from the original '
+                           f'dataset or delete it (with its annotation)') from None
+    return image
+
+
+def check_images(paths: list[Path], max_files: int = 500) -> None:
+    """No image is empty (all checked), and a spread sample of ``max_files`` decodes."""
+    for path in paths:
+        if path.stat().st_size == 0:
+            read_image(path)  # raises, naming the file
+    for path in _spread(paths, max_files):
+        read_image(path)
+
+
+def dataset_defaults(dataset_type) -> dict:
+    """The keyword defaults of an mmseg dataset class's ``__init__`` chain (e.g. ``ADE20KDataset``'s
+    ``reduce_zero_label=True``); empty for a type that is not registered in mmseg."""
+    from mmseg.registry import DATASETS
+    if not dataset_type:
+        return {}
+    cls = DATASETS.get(dataset_type) if isinstance(dataset_type, str) else dataset_type
+    defaults = {}
+    for klass in reversed(inspect.getmro(cls) if inspect.isclass(cls) else ()):
+        if '__init__' in vars(klass):
+            defaults.update({name: p.default for name, p in inspect.signature(klass.__init__).parameters.items()
+                             if p.default is not inspect.Parameter.empty})
+    return defaults
+
+
+def _label_convention(reduce_zero: bool, num_classes: int) -> str:
+    if reduce_zero:
+        return f'valid 1..{num_classes} with 0 and 255 = ignore, since reduce_zero_label=True'
+    return f'valid 0..{num_classes - 1} with 255 = ignore, since reduce_zero_label=False'
+
+
+def check_seg_dataset(dataset: dict, num_classes: int, max_label_files: int = 500) -> None:
+    """Paths exist, every image has an annotation and vice versa, no image or map is empty or
+    unreadable, and labels fit ``num_classes``.
+
+    Settings the config leaves out are the dataset class's defaults (``ADE20KDataset``:
+    ``reduce_zero_label=True``). Images and label maps are read for up to ``max_label_files``
+    files (evenly spread) to keep the check quick on the full ADE20K (20k maps); the tiny
+    datasets are checked completely.
     """
+    dataset = {**dataset_defaults(dataset.get('type')), **dataset}
     root = Path(dataset.get('data_root') or '')
     prefix = dataset.get('data_prefix', {})
     img_dir, ann_dir = root / prefix.get('img_path', ''), root / prefix.get('seg_map_path', '')
@@ -46,18 +106,18 @@ def check_seg_dataset(dataset: dict, num_classes: int, max_label_files: int = 50
         raise DatasetError(f'{len(images)} images in {img_dir} but {len(labels)} annotations in {ann_dir}: '
                            f'{len(no_label)} images lack a {seg_suffix} map (e.g. {no_label[:3]}), '
                            f'{len(no_image)} maps lack an image (e.g. {no_image[:3]})')
-    reduce_zero = dataset.get('reduce_zero_label', False)
-    # reduce_zero_label: 0 is ignore and 1..num_classes are classes; else 0..num_classes-1, 255 ignore
-    highest = num_classes if reduce_zero else num_classes - 1
     names = sorted(labels)
-    step = max(1, len(names) // max_label_files)
-    for name in names[::step]:
-        values = np.unique(np.asarray(Image.open(labels[name])))
+    check_images([images[name] for name in names], max_label_files)
+    reduce_zero = bool(dataset.get('reduce_zero_label', False))
+    # reduce_zero_label: 0 (and 255) ignore, 1..num_classes are classes; else 0..num_classes-1, 255 ignore
+    highest = num_classes if reduce_zero else num_classes - 1
+    for name in _spread(names, max_label_files):
+        values = np.unique(np.asarray(read_image(labels[name], 'label map')))
         bad = values[(values > highest) & (values != 255)]
         if bad.size:
             raise DatasetError(f'{labels[name]} has label values {bad.tolist()} above the {num_classes} '
-                               f'classes the model predicts (valid: {"1" if reduce_zero else "0"}..{highest}, '
-                               f'{"0" if reduce_zero else "255"} = ignore); fix the map or num_classes')
+                               f'classes the model predicts ({_label_convention(reduce_zero, num_classes)}); '
+                               f'fix the map, num_classes or reduce_zero_label')
 
 
 def check_coco_dataset(dataset: dict) -> None:
@@ -72,9 +132,31 @@ def check_coco_dataset(dataset: dict) -> None:
         raise DatasetError(f'image folder {img_dir} does not exist')
     with open(ann_file) as f:
         coco = json.load(f)
-    missing = [im['file_name'] for im in coco.get('images', []) if not osp.isfile(osp.join(img_dir, im['file_name']))]
+    listed = [Path(img_dir) / im['file_name'] for im in coco.get('images', [])]
+    missing = [str(p) for p in listed if not p.is_file()]
     if missing:
         raise DatasetError(f'{len(missing)} images listed in {ann_file} are not in {img_dir} (e.g. {missing[:3]})')
+    check_images(listed)
+
+
+def check_classification_dataset(dataset: dict) -> None:
+    """mmpretrain's ImageNet / CustomDataset: the image folder (and list file, if any) exist and
+    hold readable images."""
+    root = Path(dataset.get('data_root') or '')
+    prefix = dataset.get('data_prefix') or dataset.get('split') or ''
+    folder = root / (prefix.get('img_path', '') if isinstance(prefix, dict) else prefix)
+    if not folder.is_dir():
+        raise DatasetError(f'image folder {folder} does not exist; put the dataset there as '
+                           f'{folder}/CLASS/*.JPEG (see README "Datasets"; tools/make_tiny_imagenet.py writes a '
+                           f'tiny one) or set data_root / data_prefix in the config')
+    ann_file = dataset.get('ann_file')
+    if ann_file and not (root / ann_file).is_file():
+        raise DatasetError(f'image list {root / ann_file} does not exist; add it or drop ann_file to read '
+                           f'the class folders of {folder}')
+    images = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not images:
+        raise DatasetError(f'no images in {folder}; expected {folder}/CLASS/*.JPEG')
+    check_images(images)
 
 
 def check_dataset_cfg(dataset: dict, num_classes: int | None) -> None:
@@ -85,7 +167,10 @@ def check_dataset_cfg(dataset: dict, num_classes: int | None) -> None:
         for sub in dataset['datasets']:
             check_dataset_cfg(sub, num_classes)
         return
-    if 'seg_map_path' in dataset.get('data_prefix', {}) and num_classes:
+    prefix = dataset.get('data_prefix', {})
+    if isinstance(prefix, dict) and 'seg_map_path' in prefix and num_classes:
         check_seg_dataset(dataset, num_classes)
     elif str(dataset.get('ann_file', '')).endswith('.json'):
         check_coco_dataset(dataset)
+    elif str(dataset.get('type', '')).split('.')[-1] in CLASSIFICATION_TYPES:
+        check_classification_dataset(dataset)

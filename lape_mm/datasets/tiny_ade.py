@@ -17,8 +17,9 @@ from PIL import Image, ImageDraw, ImageFilter
 
 WALL, FLOOR = 1, 4
 OBJECT_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40)]
-# ADE20K ids for (colour, top half) and (colour, bottom half): bed, tree, person, table, ...
-OBJECT_CLASSES = [(8, 5), (13, 16), (18, 20), (23, 25)]
+# ADE20K ids for (colour, top half) and (colour, bottom half): bed, tree, person, table, ...; the last
+# one is 150 ('flag'), the highest ADE20K id, so that label checks and models see the full 0..150 range.
+OBJECT_CLASSES = [(8, 5), (13, 16), (18, 20), (23, 150)]
 SPLITS = {'training': 'train', 'validation': 'val'}
 
 

@@ -9,6 +9,15 @@ from pathlib import Path
 
 from mmengine.fileio.backends import LocalBackend, register_backend
 
+TMP_PREFIX = '.tmp-'
+
+
+def default_file_mode() -> int:
+    """The mode ``open()`` gives a new file (0666 less the umask); ``mkstemp`` would give 0600."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
 
 class AtomicLocalBackend(LocalBackend):
     """:class:`LocalBackend` whose ``put`` never exposes a half-written file."""
@@ -16,8 +25,9 @@ class AtomicLocalBackend(LocalBackend):
     def put(self, obj: bytes, filepath: str | Path) -> None:
         folder = os.path.dirname(os.path.abspath(filepath))
         os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix='.tmp-', suffix=os.path.basename(filepath))
+        fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.basename(filepath))
         try:
+            os.fchmod(fd, default_file_mode())
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)
                 f.flush()

@@ -9,6 +9,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+from typing import IO
 
 import torch
 import torch.distributed as dist
@@ -16,6 +17,10 @@ from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
+
+from .checkpoint_fit import StrictCheckpointHook
+from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
+                       remove_stale_temporaries)
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -98,23 +103,72 @@ def load_config(config_path: str, launcher: str, work_dir: str | None, cfg_optio
     return cfg
 
 
-def build_runner(cfg: Config) -> Runner:
-    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+def build_runner(cfg: Config, strict_load: bool = False) -> Runner:
+    """The config's Runner; with ``strict_load``, the checkpoint it loads (``load_from`` or
+    ``--resume``) must hold exactly the model's weights (see :class:`StrictCheckpointHook`)."""
+    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
+    if strict_load and cfg.get('load_from'):
+        runner.register_hook(StrictCheckpointHook(cfg.load_from, 'resume' if cfg.get('resume') else 'test'))
+    return runner
 
 
-def configure_resume(cfg: Config, resume: str | None) -> None:
-    """``--resume`` alone resumes from the work dir's last checkpoint; with a path, from it.
+def use_prune_after_save(cfg: Config) -> None:
+    """Let the checkpoint hook delete old checkpoints only after the new one is complete."""
+    hook = cfg.get('default_hooks', {}).get('checkpoint')
+    if hook is not None and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
+        hook.type = 'PruneAfterSaveCheckpointHook'
+
+
+def add_custom_hook(cfg: Config, hook: dict) -> None:
+    """Append ``hook`` to ``custom_hooks`` unless a hook of its type is there already."""
+    hooks = list(cfg.get('custom_hooks', []))
+    if not any(h.get('type') == hook['type'] for h in hooks):
+        cfg.custom_hooks = hooks + [hook]
+
+
+def claim_work_dir(cfg: Config) -> IO | None:
+    """Lock the work dir for this run and delete what killed runs left half-written there.
+
+    Keep the returned file open while training: closing it (or exiting) releases the lock.
+    """
+    lock = lock_work_dir(cfg.work_dir)
+    if lock is not None and (stale := remove_stale_temporaries(cfg.work_dir)):
+        _warn(f'removed {len(stale)} half-written checkpoint files of an interrupted run: {stale}')
+    return lock
+
+
+def resume_checkpoint(work_dir: str) -> str | None:
+    """``last_checkpoint`` if it names a complete file, else the newest complete checkpoint."""
+    recorded = recorded_last_checkpoint(work_dir)
+    if recorded and is_complete_checkpoint(recorded):
+        return recorded
+    newest = newest_complete_checkpoint(work_dir)
+    if recorded is not None:
+        _warn(f'{osp.join(work_dir, "last_checkpoint")} names {recorded or "no file"}, which is not a complete '
+              f'checkpoint; ' + (f'resuming from the newest complete one, {newest}' if newest
+                                  else 'no complete checkpoint is left'))
+    return newest
+
+
+def configure_checkpoints(cfg: Config, resume: str | None) -> None:
+    """Checkpointing of a training run, and ``--resume``: alone, from the work dir's last
+    complete checkpoint; with a path, from it.
 
     Every training run gets :class:`RNGStateHook`, so that its checkpoints can be resumed
-    bit-identically later.
+    bit-identically later, and prunes old checkpoints only after saving a new one.
     """
-    hooks = list(cfg.get('custom_hooks', []))
-    if not any(h.get('type') == 'RNGStateHook' for h in hooks):
-        cfg.custom_hooks = hooks + [dict(type='RNGStateHook')]
+    add_custom_hook(cfg, dict(type='RNGStateHook'))
+    use_prune_after_save(cfg)
     if resume is None:
         return
+    path = resume_checkpoint(cfg.work_dir) if resume == 'auto' else resume
+    if path is None:
+        _warn(f'--resume: no checkpoint in {cfg.work_dir} to resume from; training from the start')
+        return
+    if not osp.isfile(path):
+        raise FileNotFoundError(f'--resume: checkpoint {path} does not exist')
     cfg.resume = True
-    cfg.load_from = None if resume == 'auto' else resume
+    cfg.load_from = path
 
 
 def configure_test_outputs(cfg: Config, show_dir: str | None, out: str | None) -> None:
@@ -166,7 +220,7 @@ def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
     if 'train_dataloader' in loaders and (missing := missing_pretrained(cfg.model)):
         raise FileNotFoundError(
             f'pretrained checkpoint {missing[0]} does not exist: make one with configs/pretrain/ '
-            f'(README "Pretraining"), point init_cfg.checkpoint at a DeiT/timm/mmseg ViT file, or train '
+            f'(README "Configs"), point init_cfg.checkpoint at a DeiT/timm/mmseg ViT file, or train '
             f'from scratch with --cfg-options model.backbone.init_cfg=None')
     decode_head = cfg.model.get('decode_head')
     num_classes = decode_head.get('num_classes') if isinstance(decode_head, dict) else None

@@ -1,9 +1,13 @@
-"""Test helper: a hook that SIGKILLs its own process, to test resuming a killed run."""
+"""Test helpers: hooks that SIGKILL their own process, to test resuming a killed run."""
 import os
 import signal
 
 from mmengine.hooks import Hook
 from mmengine.registry import HOOKS
+
+
+def _kill_self(*args) -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 @HOOKS.register_module()
@@ -13,4 +17,17 @@ class KillAtIterHook(Hook):
 
     def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
         if runner.iter + 1 == self.iteration:
-            os.kill(os.getpid(), signal.SIGKILL)
+            _kill_self()
+
+
+@HOOKS.register_module()
+class KillDuringSaveHook(Hook):
+    """SIGKILL while the checkpoint of ``iteration`` is being written: its bytes are in the
+    ``.tmp-*`` file, which is about to be synced and renamed."""
+
+    def __init__(self, iteration: int):
+        self.iteration = iteration
+
+    def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
+        if runner.iter + 1 == self.iteration:
+            os.fsync = _kill_self

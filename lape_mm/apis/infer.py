@@ -1,0 +1,54 @@
+"""Single-image inference through mmseg's / mmdet's inferencers: a colour mask or drawn detections."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ..datasets import read_image
+
+
+def save_colour_mask(label: np.ndarray, palette: list, path: str | Path) -> None:
+    """Write a class-id map ``[H, W]`` as a palette PNG: viewers show the class colours,
+    while the pixel values stay the class ids for programs that read it back."""
+    if label.max(initial=0) >= 256:
+        raise ValueError(f'a palette PNG holds at most 256 classes, got class id {label.max()}')
+    mask = Image.fromarray(label.astype(np.uint8), mode='P')
+    mask.putpalette([c for colour in palette for c in colour][:768])
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    mask.save(path)
+
+
+def _device(device: str | None) -> str:
+    return device or ('cuda' if torch.cuda.is_available() else 'cpu')
+
+
+def segment_image(config: str, checkpoint: str, image: str, out_png: str | Path,
+                  device: str | None = None) -> np.ndarray:
+    """Segment ``image`` with a config + checkpoint, write the colour mask, return class ids."""
+    import lape_mm  # noqa: F401  (registers the backbone and the safe checkpoint globals)
+    from .inferencers import StrictSegInferencer
+    read_image(image)  # a bad file fails here, by name, not inside the pipeline
+    inferencer = StrictSegInferencer(model=config, weights=checkpoint, device=_device(device))
+    result = inferencer(image, return_datasamples=True)
+    label = result.pred_sem_seg.data[0].cpu().numpy()
+    save_colour_mask(label, inferencer.model.dataset_meta['palette'], out_png)
+    return label
+
+
+def detect_image(config: str, checkpoint: str, image: str, out_image: str | Path,
+                 device: str | None = None, score_thr: float = 0.3) -> dict:
+    """Detect objects in ``image`` with an mmdet config + checkpoint, write the image with the
+    detections above ``score_thr`` drawn on it, and return mmdet's prediction dict."""
+    import mmcv
+
+    import lape_mm  # noqa: F401
+    from .inferencers import StrictDetInferencer
+    read_image(image)
+    inferencer = StrictDetInferencer(model=config, weights=checkpoint, device=_device(device))
+    result = inferencer(image, return_vis=True, no_save_vis=True, pred_score_thr=score_thr)
+    Path(out_image).parent.mkdir(parents=True, exist_ok=True)
+    mmcv.imwrite(mmcv.rgb2bgr(result['visualization'][0]), str(out_image))
+    return result['predictions'][0]
