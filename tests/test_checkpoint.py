@@ -266,3 +266,28 @@ def test_convert_tool_names_a_bad_file(tmp_path):
     proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth')],
                           cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True)
     assert proc.returncode == 1 and 'convert_checkpoint:' in proc.stderr and 'Traceback' not in proc.stderr
+
+
+def test_init_cfg_reads_through_mmengine_checkpoint_loader(tmp_path, monkeypatch):
+    """An https:// / s3:// init_cfg path goes through mmengine's CheckpointLoader: here http:// from a
+    server on 127.0.0.1, weights-only (a malicious pickle is refused, never run)."""
+    import functools
+    import http.server
+    import threading
+    source = LaPEViT(**tiny_vit_kwargs())
+    torch.save({'state_dict': source.state_dict()}, tmp_path / 'ckpt.pth')
+    torch.save({'state_dict': {}, 'payload': _Exploit()}, tmp_path / 'evil.pth')
+    monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))  # where mmengine caches downloads
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f'http://127.0.0.1:{server.server_address[1]}'
+    try:
+        target = LaPEViT(**tiny_vit_kwargs(init_cfg=dict(type='Pretrained', checkpoint=f'{url}/ckpt.pth')))
+        target.init_weights()
+        assert torch.equal(target.pos_embed, source.pos_embed)
+        with pytest.raises(CheckpointError, match='refused'):
+            load_pretrained(LaPEViT(**tiny_vit_kwargs()), f'{url}/evil.pth')
+        assert not os.path.exists('/tmp/lape_mm_pwned')
+    finally:
+        server.shutdown()

@@ -28,6 +28,7 @@ from os import PathLike
 import numpy as np
 import torch
 from mmengine.logging import HistoryBuffer
+from mmengine.runner import checkpoint as mmengine_checkpoint
 from mmengine.runner.checkpoint import CheckpointLoader
 
 ZIP_MAGIC = b'PK\x03\x04'  # torch.save's default (zip) format
@@ -123,7 +124,18 @@ def load_from_local(filename: str, map_location=None) -> dict:
     return safe_load(filename, map_location=map_location)
 
 
+def load_url_weights_only(url: str, model_dir: str | None = None, map_location=None, progress: bool = True,
+                          check_hash: bool = False, file_name: str | None = None) -> dict:
+    """mmengine's ``load_url`` (behind ``https://``, ``open-mmlab://``, ``torchvision://`` paths)
+    with ``weights_only=True``: torch.hub's own default is False, which unpickles anything."""
+    torch.serialization.add_safe_globals(mmengine_safe_globals())
+    return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location, progress=progress,
+                                              check_hash=check_hash, file_name=file_name, weights_only=True)
+
+
 def use_safe_local_loader() -> None:
     """Route mmengine's local checkpoint loading (``load_from``, ``--resume``, inferencers,
-    ``init_cfg`` of OpenMMLab modules) through :func:`safe_load`."""
+    ``init_cfg`` of OpenMMLab modules) through :func:`safe_load`, and its downloads through
+    :func:`load_url_weights_only`."""
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
+    mmengine_checkpoint.load_url = load_url_weights_only
