@@ -8,6 +8,7 @@ import sys
 
 import mmcv
 import mmcv.ops
+from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction
 import mmdet
 import mmseg
 import torch
@@ -26,7 +27,7 @@ def run_ops_on_cuda() -> None:
     shapes = torch.tensor([[4, 4]], device=cuda)
     locations = torch.rand(1, 3, 2, 1, 2, 2, device=cuda)  # [B, queries, heads, levels, points, 2]
     weights = torch.full((1, 3, 2, 1, 2), 0.5, device=cuda)
-    mmcv.ops.MultiScaleDeformableAttnFunction.apply(value, shapes, shapes.new_zeros(1), locations, weights, 64)
+    MultiScaleDeformableAttnFunction.apply(value, shapes, shapes.new_zeros(1), locations, weights, 64)
     torch.cuda.synchronize()
 
 
