@@ -95,14 +95,18 @@ build_mmcv() {
     local cuda_env=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)  # a CPU build even where a GPU is visible
     if [[ "$target" != cpu ]]; then
         std20_wrapper "$wrap/nvcc" "$nvcc"
-        cuda_env=(FORCE_CUDA=1 CUDA_HOME="$(dirname "$(dirname "$nvcc")")" PYTORCH_NVCC="$wrap/nvcc")
+        # torch's headers include cusparse.h, cublas_v2.h, ...: a toolkit with little beyond nvcc
+        # lacks them, but the NVIDIA wheels that torch installed carry them.
+        local headers; headers=$(ls -d "$VENV"/lib/python3*/site-packages/nvidia/*/include 2>/dev/null | tr '\n' ':')
+        cuda_env=(FORCE_CUDA=1 CUDA_HOME="$(dirname "$(dirname "$nvcc")")" PYTORCH_NVCC="$wrap/nvcc"
+                  CPATH="$headers${CPATH:-}")
     fi
     mkdir -p "$WHEELS"
     log "building mmcv $MMCV_VERSION with $target ops into $WHEELS (about 12 minutes on 2 cores for cpu, once)"
     local tmp; tmp=$(mktemp -d)
     env PATH="$wrap:$VENV/bin:$PATH" CXX="$wrap/c++" MMCV_WITH_OPS=1 "${cuda_env[@]}" \
         MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-        "$PIP" wheel --no-build-isolation --no-deps -w "$tmp" "mmcv==$MMCV_VERSION"
+        "$PIP" wheel --no-cache-dir --no-build-isolation --no-deps -w "$tmp" "mmcv==$MMCV_VERSION"
     mv "$tmp"/mmcv-*.whl "$WHEELS"/   # mv within the cache is atomic enough: no half wheel lands
     rm -rf "$wrap" "$tmp"
 }
