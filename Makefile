@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast demo clean
+.PHONY: setup test test-fast test-gpu demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -14,6 +14,10 @@ test: setup
 # The suite without the slow end-to-end runs through tools/ (for quick iterations).
 test-fast: setup
 	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# The CUDA tests alone (tests/test_gpu.py, a few minutes on one GPU); without CUDA they are skipped.
+test-gpu: setup
+	$(PY) -m pytest -m cuda -rs $(PYTEST_ARGS)
 
 demo: setup
 	$(PY) tools/demo.py

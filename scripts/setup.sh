@@ -4,13 +4,15 @@
 # Idempotent: each step is skipped when what it makes is already there, so a second run
 # takes seconds. mmcv 2.1.0 exists on PyPI only as source; its compiled ops are built once
 # into a wheel cache outside the repo (LAPE_MM_CACHE, default ~/.cache/lape_mm) and reused.
+# The cache is keyed by what a wheel was built for: wheels/torch<version>/cpu, or
+# wheels/torch<version>/cu<CUDA>-sm<archs> when torch has CUDA, a GPU (or TORCH_CUDA_ARCH_LIST)
+# is there and an nvcc of torch's CUDA major version is found (CUDA_HOME, PATH, /usr/local/cuda).
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-python3.11}
 VENV=${VENV:-.venv}
 CACHE=${LAPE_MM_CACHE:-$HOME/.cache/lape_mm}
-WHEELS="$CACHE/wheels"
 STAMP="$VENV/.setup-stamp"
 PIP="$VENV/bin/pip"
 
@@ -18,9 +20,10 @@ TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
 MMCV_VERSION=2.1.0
 
 log() { printf '[setup] %s\n' "$*"; }
+shout() { { echo; printf '[setup] !!! %s\n' "$@"; echo; } >&2; }
 
 # Everything setup installs is fixed by this file and pyproject.toml: skip when neither changed.
-want=$(cat "$0" pyproject.toml | sha256sum | cut -d' ' -f1)
+want=$(cat "$0" pyproject.toml scripts/check_ops.py | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     log "up to date ($VENV)"; exit 0
 fi
@@ -36,31 +39,92 @@ log "installing ${TORCH_PINS[*]}"
 # 80 turns the pkg_resources deprecation (imported by mmengine) into a warning on every run.
 "$PIP" install -q 'setuptools>=77,<80' ninja wheel 'mmengine==0.10.7'
 
+# What torch was built with and the visible GPUs' architectures: "2.14.1+cu130 13.0 8.0;9.0"
+# ("none" for none).
+read -r torch_version torch_cuda gpu_archs < <("$VENV/bin/python" -c "
+import torch
+archs = sorted({'%d.%d' % torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())})
+print(torch.__version__, torch.version.cuda or 'none', ';'.join(archs) or 'none')")
+
+find_nvcc() {
+    local home=${CUDA_HOME:-${CUDA_PATH:-}}
+    if [[ -n "$home" && -x "$home/bin/nvcc" ]]; then echo "$home/bin/nvcc"
+    elif command -v nvcc >/dev/null; then command -v nvcc
+    elif [[ -x /usr/local/cuda/bin/nvcc ]]; then echo /usr/local/cuda/bin/nvcc
+    fi
+}
+
+# The build target: "cpu", or "cuNNN-smNN" when mmcv's CUDA ops can be built here.
+target=cpu
+cuda_problem=''
+nvcc=''
+if [[ "$torch_cuda" != none && ( "$gpu_archs" != none || -n "${TORCH_CUDA_ARCH_LIST:-}" ) ]]; then
+    nvcc=$(find_nvcc || true)
+    nvcc_cuda=''
+    [[ -n "$nvcc" ]] && nvcc_cuda=$("$nvcc" --version | sed -n 's/.*release \([0-9]*\.[0-9]*\).*/\1/p')
+    if [[ -z "$nvcc" ]]; then
+        cuda_problem="no nvcc found (looked in \$CUDA_HOME, \$PATH and /usr/local/cuda)"
+    elif [[ "${nvcc_cuda%%.*}" != "${torch_cuda%%.*}" ]]; then
+        cuda_problem="$nvcc is CUDA $nvcc_cuda, but torch $torch_version needs CUDA ${torch_cuda%%.*}.x"
+    else
+        # Build for the visible GPUs unless the user chose the architectures ("8.0;9.0").
+        export TORCH_CUDA_ARCH_LIST=${TORCH_CUDA_ARCH_LIST:-$gpu_archs}
+        target="cu${torch_cuda//./}-sm$(sed 's/[.]//g; s/[ ;]\+/-/g' <<<"$TORCH_CUDA_ARCH_LIST")"
+    fi
+fi
+if [[ -n "$cuda_problem" ]]; then
+    shout "mmcv's ops (RoIAlign, NMS, deformable attention) will NOT run on CUDA tensors:" \
+          "$cuda_problem." \
+          "Install the CUDA ${torch_cuda} toolkit (nvcc) and set CUDA_HOME, then rerun setup." \
+          "LAPE_MM_CPU_OPS=1 accepts CPU-only ops (then train on CPU: CUDA_VISIBLE_DEVICES=)."
+fi
+WHEELS="$CACHE/wheels/torch$torch_version/$target"
+
+# A script at $1 that runs compiler $2 with -std=c++17 replaced by -std=c++20.
+std20_wrapper() {
+    printf '#!/usr/bin/env bash\nargs=()\nfor a in "$@"; do [[ "$a" == -std=c++17 ]] && a=-std=c++20; args+=("$a"); done\nexec %q "${args[@]}"\n' \
+        "$2" >"$1"
+    chmod +x "$1"
+}
+
 build_mmcv() {
-    # torch 2.14's headers need C++20, but mmcv's setup.py hard-codes -std=c++17; a compiler
-    # wrapper rewrites that flag so the ops compile without patching mmcv.
+    # torch 2.14's headers need C++20, but mmcv's setup.py hard-codes -std=c++17 (for g++ and
+    # nvcc); compiler wrappers rewrite that flag so the ops compile without patching mmcv.
     local wrap; wrap=$(mktemp -d)
-    cat >"$wrap/c++" <<'WRAP'
-#!/usr/bin/env bash
-args=()
-for a in "$@"; do [[ "$a" == -std=c++17 ]] && a=-std=c++20; args+=("$a"); done
-exec /usr/bin/g++ "${args[@]}"
-WRAP
-    chmod +x "$wrap/c++"; ln -s c++ "$wrap/g++"
+    std20_wrapper "$wrap/c++" /usr/bin/g++; ln -s c++ "$wrap/g++"
+    local cuda_env=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)  # a CPU build even where a GPU is visible
+    if [[ "$target" != cpu ]]; then
+        std20_wrapper "$wrap/nvcc" "$nvcc"
+        # torch's headers include cusparse.h, cublas_v2.h, ...: a toolkit with little beyond nvcc
+        # lacks them, but the NVIDIA wheels that torch installed carry them.
+        local headers; headers=$(ls -d "$VENV"/lib/python3*/site-packages/nvidia/*/include 2>/dev/null | tr '\n' ':')
+        cuda_env=(FORCE_CUDA=1 CUDA_HOME="$(dirname "$(dirname "$nvcc")")" PYTORCH_NVCC="$wrap/nvcc"
+                  CPATH="$headers${CPATH:-}")
+    fi
     mkdir -p "$WHEELS"
-    log "building mmcv $MMCV_VERSION with ops into $WHEELS (about 12 minutes on 2 cores, once)"
+    log "building mmcv $MMCV_VERSION with $target ops into $WHEELS (about 12 minutes on 2 cores for cpu, once)"
     local tmp; tmp=$(mktemp -d)
-    PATH="$wrap:$VENV/bin:$PATH" CXX="$wrap/c++" MMCV_WITH_OPS=1 FORCE_CUDA=0 \
+    env PATH="$wrap:$VENV/bin:$PATH" CXX="$wrap/c++" MMCV_WITH_OPS=1 "${cuda_env[@]}" \
         MAX_JOBS=${MAX_JOBS:-$(nproc)} \
-        "$PIP" wheel --no-build-isolation --no-deps -w "$tmp" "mmcv==$MMCV_VERSION"
+        "$PIP" wheel --no-cache-dir --no-build-isolation --no-deps -w "$tmp" "mmcv==$MMCV_VERSION"
     mv "$tmp"/mmcv-*.whl "$WHEELS"/   # mv within the cache is atomic enough: no half wheel lands
     rm -rf "$wrap" "$tmp"
 }
 
-mmcv_wheel=$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)
-if [[ -z "$mmcv_wheel" ]]; then build_mmcv; mmcv_wheel=$(ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl | head -n1); fi
-log "installing $(basename "$mmcv_wheel") and lape_mm[dev]"
+find_wheel() { ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true; }
+mmcv_wheel=$(find_wheel)
+# Before the cache was keyed, setup kept one CPU wheel (built for torch 2.14.1) in wheels/;
+# copy it (old checkouts still look there) instead of building again.
+legacy=$(ls "$CACHE/wheels"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+if [[ -z "$mmcv_wheel" && "$target" == cpu && -n "$legacy" && "$torch_version" == 2.14.1* ]]; then
+    log "reusing $legacy (built before the cache was keyed) as $target"
+    mkdir -p "$WHEELS" && cp "$legacy" "$WHEELS"/ && mmcv_wheel=$(find_wheel)
+fi
+if [[ -z "$mmcv_wheel" ]]; then build_mmcv; mmcv_wheel=$(find_wheel); fi
+log "installing $(basename "$mmcv_wheel") ($target) and lape_mm[dev]"
+# --force-reinstall: an mmcv 2.1.0 built for another target may be installed already.
 "$PIP" install -q "$mmcv_wheel"
+"$PIP" install -q --force-reinstall --no-deps "$mmcv_wheel"
 "$PIP" install -q -e '.[dev]'
-"$VENV/bin/python" -c "import mmcv.ops, mmseg, mmdet, lape_mm; print('[setup] ok: mmcv', mmcv.__version__, 'mmseg', mmseg.__version__, 'mmdet', mmdet.__version__)"
+"$VENV/bin/python" scripts/check_ops.py
 echo "$want" >"$STAMP"
