@@ -1,6 +1,7 @@
 """Detection and instance segmentation: SimpleFPN, Mask R-CNN configs, and tools end to end."""
 import copy
 import json
+import math
 import pickle
 import re
 
@@ -229,3 +230,13 @@ def test_train_test_and_inferencer_end_to_end(tmp_path):
     assert (tmp_path / 'infer' / 'vis' / image.name).exists()
     saved = json.loads((tmp_path / 'infer' / 'preds' / f'{image.stem}.json').read_text())
     assert saved['labels'] == prediction['labels']
+
+
+@pytest.mark.slow
+def test_mask_rcnn_trains_with_cpu_amp(tmp_path):
+    """--amp on a CPU is bf16 autocast: mmcv's NMS / RoIAlign get fp32 (they have no bf16 CPU kernel)."""
+    root = make_tiny_coco(tmp_path / 'coco', num_train=4, num_val=2, seed=1)
+    out = run_tool('tools/train.py', TINY, '--amp', '--work-dir', str(tmp_path / 'work'), *_run_options(root))
+    assert 'bfloat16' in out and 'coco/bbox_mAP' in out
+    losses = [float(v) for v in re.findall(r' loss: ([\d.]+)', out)]
+    assert losses and all(math.isfinite(v) for v in losses)

@@ -94,3 +94,18 @@ def test_missing_pretrained_checkpoints_are_found(tmp_path):
                  neck=[dict(init_cfg=dict(type='Pretrained', checkpoint='pretrain/missing.pth'))],
                  head=dict(init_cfg=dict(type='Pretrained', checkpoint='https://host/remote.pth')))
     assert missing_pretrained(model) == ['pretrain/missing.pth']
+
+
+def test_mmcv_nms_and_roi_align_run_under_cpu_bf16():
+    """mmdet hands mmcv's CPU NMS / RoIAlign bf16 tensors under --amp; they compute in fp32."""
+    from mmcv.ops import RoIAlign, batched_nms
+    boxes = torch.tensor([[0., 0., 10., 10.], [1., 1., 11., 11.], [20., 20., 30., 30.]])
+    scores = torch.tensor([0.9, 0.8, 0.7])
+    dets, keep = batched_nms(boxes.bfloat16(), scores.bfloat16(), torch.zeros(3, dtype=torch.long),
+                             dict(type='nms', iou_threshold=0.5))
+    assert keep.tolist() == [0, 2] and dets.dtype == torch.bfloat16
+    feats, rois = torch.randn(1, 4, 16, 16), torch.tensor([[0., 2., 2., 9., 9.]])
+    align = RoIAlign((3, 3), spatial_scale=1., sampling_ratio=2)
+    out = align(feats.bfloat16(), rois.bfloat16())
+    assert out.dtype == torch.bfloat16
+    torch.testing.assert_close(out.float(), align(feats, rois), atol=0.05, rtol=0.02)

@@ -150,7 +150,7 @@ def test_two_process_gloo_run_matches_one_process(tiny_ade, tmp_path):
     options[options.index('train_dataloader.batch_size=2')] = 'train_dataloader.batch_size=1'
     import sys
     out2 = run_tool('tools/dist_train.sh', config, '2', '--work-dir', str(double), *options,
-                    env={'PYTHON': sys.executable, 'PORT': '29533'})
+                    env={'PYTHON': sys.executable, 'PORT': '29533', 'CUDA_VISIBLE_DEVICES': ''})  # gloo on CPU
     assert 'gloo' in out2
     torch.testing.assert_close(_miou(out2), _miou(out1), atol=0.05, rtol=0)
     a, b = _final_weights(single, 3), _final_weights(double, 3)
