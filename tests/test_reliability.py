@@ -17,8 +17,9 @@ from PIL import Image
 
 from lape_mm import LaPEViT
 from lape_mm.checkpoint import CheckpointError, safe_load
-from lape_mm.datasets import DatasetError, check_seg_dataset, make_tiny_ade, make_tiny_imagenet
-from lape_mm.engine.launch import check_data
+from lape_mm.datasets import DatasetError, check_seg_dataset
+from tools.tiny_data import make_tiny_ade, make_tiny_imagenet
+from tools.launch import check_data
 
 from conftest import ROOT, run_tool, tiny_vit_kwargs
 from test_segmentation import TINY, derived_config, small_run_options
@@ -196,7 +197,7 @@ def _write_checkpoint(path: Path) -> None:
 
 
 def test_resume_skips_stale_or_empty_last_checkpoint_and_temporaries(tmp_path):
-    from lape_mm.engine.launch import configure_checkpoints
+    from tools.launch import configure_checkpoints
     work = tmp_path / 'work'
     work.mkdir()
     _write_checkpoint(work / 'iter_2.pth')
@@ -209,7 +210,7 @@ def test_resume_skips_stale_or_empty_last_checkpoint_and_temporaries(tmp_path):
 
 
 def test_resume_with_nothing_to_resume_starts_from_scratch(tmp_path):
-    from lape_mm.engine.launch import configure_checkpoints
+    from tools.launch import configure_checkpoints
     (tmp_path / 'last_checkpoint').write_text('')
     cfg = Config(dict(work_dir=str(tmp_path)))
     configure_checkpoints(cfg, 'auto')
@@ -305,7 +306,7 @@ def test_pretraining_configs_check_their_dataset_first(tmp_path, monkeypatch):
 def test_infer_tool_runs_detection_configs(tmp_path):
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
-    from lape_mm.datasets.tiny_coco import CLASSES, make_tiny_coco
+    from tools.tiny_data.coco import CLASSES, make_tiny_coco
     cfg = Config.fromfile(ROOT / 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py')
     cfg.model.backbone.update(num_layers=2, global_attn_indexes=(1,))
     cfg.model.test_cfg.rcnn.score_thr = 0.0  # an untrained model still predicts

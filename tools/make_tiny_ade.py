@@ -5,7 +5,7 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from lape_mm.datasets import make_tiny_ade  # noqa: E402
+from tools.tiny_data import make_tiny_ade  # noqa: E402
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
-                                   dump_det_results, load_config, parse_runner_args)
+from tools.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
+                          dump_det_results, load_config, parse_runner_args)
 
 
 def main() -> None:

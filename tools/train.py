@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
-                                   configure_checkpoints, enable_amp, load_config, parse_runner_args)
+from tools.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
+                          configure_checkpoints, enable_amp, load_config, parse_runner_args)
 
 
 def main() -> None:

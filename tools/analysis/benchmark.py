@@ -19,7 +19,7 @@ from typing import Callable
 
 import torch
 
-from ..models.backbones import ARCH_ZOO
+from lape_mm.models.backbones import ARCH_ZOO
 from .benchmark_models import Candidate, build_backbone, build_segmentor
 from .flops import count_parameters, flop_analyzer
 from .kernel_bound import KernelBound, vit_kernel_bound

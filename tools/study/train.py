@@ -8,7 +8,7 @@ import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
 
-from ..models.classifiers import LaPEVisionTransformer
+from lape_mm.models.classifiers import LaPEVisionTransformer
 from .data import Split
 
 NO_DECAY = ('pos_embed', 'cls_token')  # as DeiT: no weight decay on the PE, cls token, norms, biases

@@ -12,11 +12,11 @@ from mmengine.hub import get_config
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, init_default_scope
 
-from ..checkpoint import CheckpointError, read_checkpoint, safe_load
-from ..models.backbones import fit_state_dict, load_fitted
-from ..engine.launch import replace_sync_bn
-from ..models.backbones import LaPEViT
-from ..models.layers import infer_grid
+from lape_mm.checkpoint import CheckpointError, read_checkpoint, safe_load
+from lape_mm.models.backbones import fit_state_dict, load_fitted
+from ..launch import replace_sync_bn
+from lape_mm.models.backbones import LaPEViT
+from lape_mm.models.layers import infer_grid
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 

@@ -18,9 +18,9 @@ from mmengine.logging import print_log
 from mmengine.registry import RUNNERS
 from mmengine.runner import Runner
 
-from .checkpoint_fit import StrictCheckpointHook
-from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
-                       remove_stale_temporaries)
+from lape_mm.engine.checkpoint_fit import StrictCheckpointHook
+from lape_mm.engine.work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint,
+                                     recorded_last_checkpoint, remove_stale_temporaries)
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -216,7 +216,7 @@ def missing_pretrained(node) -> list[str]:
 def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
     """Fail before the Runner starts if a pretrained checkpoint is missing, or a dataset path,
     file count or label value is wrong."""
-    from ..datasets import check_dataset_cfg
+    from lape_mm.datasets import check_dataset_cfg
     if 'train_dataloader' in loaders and (missing := missing_pretrained(cfg.model)):
         raise FileNotFoundError(
             f'pretrained checkpoint {missing[0]} does not exist: make one with configs/pretrain/ '
