@@ -25,7 +25,7 @@ def evaluate(config: str, work_dir: str) -> dict:
     from tools.launch import build_runner, load_config
     with open(os.path.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
-    cfg = load_config(os.path.join(ROOT, config), 'none', work_dir, None)
+    cfg = load_config(os.path.join(ROOT, config), launcher='none', work_dir=work_dir)
     cfg.load_from = checkpoint
     return build_runner(cfg).test()
 

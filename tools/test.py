@@ -20,7 +20,7 @@ def main() -> None:
     args = parse_runner_args(parser)
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
     configure_test_outputs(cfg, args.show_dir, args.out)
     check_data(cfg, ('test_dataloader',))

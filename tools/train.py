@@ -19,7 +19,7 @@ def main() -> None:
                         help='resume from the latest checkpoint in the work dir, or from a given path')
     add_runner_args(parser)
     args = parse_runner_args(parser)
-    cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
         enable_amp(cfg)
     lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)
