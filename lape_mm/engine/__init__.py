@@ -1,11 +1,11 @@
 from .atomic_backend import AtomicLocalBackend, use_atomic_local_backend
 from .checkpoint_fit import StrictCheckpointHook, check_checkpoint_fits
 from .checkpoint_hook import PruneAfterSaveCheckpointHook
-from .layer_decay import LayerDecayOptimWrapperConstructor, vit_layer_id
+from .layer_decay import NO_WEIGHT_DECAY, LayerDecayOptimWrapperConstructor, vit_layer_id
 from .optim_wrapper import AutocastOptimWrapper
 from .rng_state_hook import RNGStateHook
 from .work_dir import WorkDirBusyError
 
-__all__ = ['AtomicLocalBackend', 'AutocastOptimWrapper', 'LayerDecayOptimWrapperConstructor',
+__all__ = ['NO_WEIGHT_DECAY', 'AtomicLocalBackend', 'AutocastOptimWrapper', 'LayerDecayOptimWrapperConstructor',
            'PruneAfterSaveCheckpointHook', 'RNGStateHook', 'StrictCheckpointHook', 'WorkDirBusyError',
            'check_checkpoint_fits', 'use_atomic_local_backend', 'vit_layer_id']
