@@ -218,12 +218,12 @@ def test_resume_with_nothing_to_resume_starts_from_scratch(tmp_path):
 
 
 def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
-    from lape_mm.engine.work_dir import WorkDirBusyError, lock_work_dir
+    from tools.work_dir import WorkDirBusyError, lock_work_dir
     lock = lock_work_dir(str(tmp_path))
     with pytest.raises(WorkDirBusyError, match=f'in use by another training run \\(PID {os.getpid()}\\)'):
         lock_work_dir(str(tmp_path))
     lock.close()
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from lape_mm.engine.work_dir import '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from tools.work_dir import '
                                'lock_work_dir; l = lock_work_dir(sys.argv[1]); print("locked", flush=True); '
                                'time.sleep(60)', str(tmp_path)],
                               cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=subprocess.PIPE, text=True)
@@ -237,7 +237,7 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
 
 @pytest.mark.slow
 def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
-    from lape_mm.engine.work_dir import lock_work_dir
+    from tools.work_dir import lock_work_dir
     lock = lock_work_dir(str(tmp_path))  # this test process plays the live run
     proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path),
                            *small_run_options(tiny_ade)], cwd=ROOT, capture_output=True, text=True)

@@ -20,8 +20,8 @@ from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 from lape_mm.engine.checkpoint_fit import StrictCheckpointHook
-from lape_mm.engine.work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint,
-                                     recorded_last_checkpoint, remove_stale_temporaries)
+from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
+                        remove_stale_temporaries)
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:

@@ -4,8 +4,7 @@ from .checkpoint_hook import PruneAfterSaveCheckpointHook
 from .layer_decay import NO_WEIGHT_DECAY, LayerDecayOptimWrapperConstructor, vit_layer_id
 from .optim_wrapper import AutocastOptimWrapper
 from .rng_state_hook import RNGStateHook
-from .work_dir import WorkDirBusyError
 
 __all__ = ['NO_WEIGHT_DECAY', 'AtomicLocalBackend', 'AutocastOptimWrapper', 'LayerDecayOptimWrapperConstructor',
-           'PruneAfterSaveCheckpointHook', 'RNGStateHook', 'StrictCheckpointHook', 'WorkDirBusyError',
+           'PruneAfterSaveCheckpointHook', 'RNGStateHook', 'StrictCheckpointHook',
            'check_checkpoint_fits', 'use_atomic_local_backend', 'vit_layer_id']
