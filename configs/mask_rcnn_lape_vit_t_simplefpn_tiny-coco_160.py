@@ -5,7 +5,7 @@
 # the image half an object lies in, and a fixed resize keeps each half at the same input rows.
 _base_ = './mask_rcnn_lape_vit_t_simplefpn_coco.py'
 data_root = 'data/tiny_coco/'
-classes = ('person', 'car', 'bird', 'dog')  # lape_mm.datasets.tiny_coco.CLASSES
+classes = ('person', 'car', 'bird', 'dog')  # tools.tiny_data.coco.CLASSES
 image_size = (160, 160)
 channels = 64
 model = dict(

@@ -46,7 +46,7 @@ def run_tool(*args: str, timeout: int = 600, env: dict | None = None) -> str:
 @pytest.fixture(scope='session')
 def tiny_ade(tmp_path_factory):
     """A small tiny-ADE dataset (16 train / 6 val images), made once per session."""
-    from lape_mm.datasets import make_tiny_ade
+    from tools.tiny_data import make_tiny_ade
     return make_tiny_ade(tmp_path_factory.mktemp('tiny_ade'), num_train=16, num_val=6, seed=1)
 
 

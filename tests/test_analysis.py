@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 
 from lape_mm import LaPEViT
-from lape_mm.analysis import layer_pos_embeds, layer_similarity_matrix, pe_caption, token_similarity_maps
-from lape_mm.analysis.benchmark import BenchmarkResult, BenchmarkSettings, run_benchmark
-from lape_mm.analysis.benchmark_report import markdown, ratio_lines, write_report
-from lape_mm.analysis.build import build_model, load_config
-from lape_mm.analysis.flops import TensorForward, flop_analyzer
-from lape_mm.analysis.memory import peak_memory
-from lape_mm.analysis.onnx_export import export_onnx, onnx_max_error
+from tools.analysis import layer_pos_embeds, layer_similarity_matrix, pe_caption, token_similarity_maps
+from tools.analysis.benchmark import BenchmarkResult, BenchmarkSettings, run_benchmark
+from tools.analysis.benchmark_report import markdown, ratio_lines, write_report
+from tools.analysis.build import build_model, load_config
+from tools.analysis.flops import TensorForward, flop_analyzer
+from tools.analysis.memory import peak_memory
+from tools.analysis.onnx_export import export_onnx, onnx_max_error
 
 from conftest import ROOT, randomize_norms, run_tool, tiny_vit_kwargs
 

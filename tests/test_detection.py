@@ -13,7 +13,7 @@ from mmengine.optim import build_optim_wrapper
 from mmengine.registry import init_default_scope
 
 from lape_mm.datasets import DatasetError, check_coco_dataset
-from lape_mm.datasets.tiny_coco import CLASSES, make_tiny_coco
+from tools.tiny_data.coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
 

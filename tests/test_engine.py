@@ -11,7 +11,7 @@ from mmengine.runner.checkpoint import save_checkpoint
 from lape_mm import LaPEViT
 from lape_mm.checkpoint import safe_load
 from lape_mm.engine import AtomicLocalBackend, vit_layer_id
-from lape_mm.engine.launch import replace_sync_bn
+from tools.launch import replace_sync_bn
 from lape_mm.engine.rng_state_hook import get_rng_states
 
 from conftest import tiny_vit_kwargs
@@ -87,7 +87,7 @@ def test_replace_sync_bn_walks_the_whole_config():
 
 
 def test_missing_pretrained_checkpoints_are_found(tmp_path):
-    from lape_mm.engine.launch import missing_pretrained
+    from tools.launch import missing_pretrained
     present = tmp_path / 'deit.pth'
     present.write_bytes(b'')
     model = dict(backbone=dict(init_cfg=dict(type='Pretrained', checkpoint=str(present))),

@@ -10,7 +10,7 @@ from mmengine.registry import init_default_scope
 
 from lape_mm import LaPEViT
 from lape_mm.checkpoint import safe_load, to_lape_state_dict
-from lape_mm.datasets.tiny_imagenet import NUM_CLASSES, make_tiny_imagenet
+from tools.tiny_data.imagenet import NUM_CLASSES, make_tiny_imagenet
 
 from conftest import ROOT, run_tool
 
@@ -151,7 +151,7 @@ def test_checkpoint_loads_in_timm(pretrained):
 
 # ---------------------------------------------------------------- the study
 def test_reproduce_quick_writes_tables_and_figures(tmp_path):
-    from lape_mm.study import QUICK, SETTINGS, reproduce
+    from tools.study import QUICK, SETTINGS, reproduce
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny matrices: a second thread mostly waits, several times slower on a busy CPU
     try:

@@ -17,8 +17,9 @@ from PIL import Image
 
 from lape_mm import LaPEViT
 from lape_mm.checkpoint import CheckpointError, safe_load
-from lape_mm.datasets import DatasetError, check_seg_dataset, make_tiny_ade, make_tiny_imagenet
-from lape_mm.engine.launch import check_data
+from lape_mm.datasets import DatasetError, check_seg_dataset
+from tools.tiny_data import make_tiny_ade, make_tiny_imagenet
+from tools.launch import check_data
 
 from conftest import ROOT, run_tool, tiny_vit_kwargs
 from test_segmentation import TINY, derived_config, small_run_options
@@ -196,7 +197,7 @@ def _write_checkpoint(path: Path) -> None:
 
 
 def test_resume_skips_stale_or_empty_last_checkpoint_and_temporaries(tmp_path):
-    from lape_mm.engine.launch import configure_checkpoints
+    from tools.launch import configure_checkpoints
     work = tmp_path / 'work'
     work.mkdir()
     _write_checkpoint(work / 'iter_2.pth')
@@ -209,7 +210,7 @@ def test_resume_skips_stale_or_empty_last_checkpoint_and_temporaries(tmp_path):
 
 
 def test_resume_with_nothing_to_resume_starts_from_scratch(tmp_path):
-    from lape_mm.engine.launch import configure_checkpoints
+    from tools.launch import configure_checkpoints
     (tmp_path / 'last_checkpoint').write_text('')
     cfg = Config(dict(work_dir=str(tmp_path)))
     configure_checkpoints(cfg, 'auto')
@@ -217,12 +218,12 @@ def test_resume_with_nothing_to_resume_starts_from_scratch(tmp_path):
 
 
 def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
-    from lape_mm.engine.work_dir import WorkDirBusyError, lock_work_dir
+    from tools.work_dir import WorkDirBusyError, lock_work_dir
     lock = lock_work_dir(str(tmp_path))
     with pytest.raises(WorkDirBusyError, match=f'in use by another training run \\(PID {os.getpid()}\\)'):
         lock_work_dir(str(tmp_path))
     lock.close()
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from lape_mm.engine.work_dir import '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from tools.work_dir import '
                                'lock_work_dir; l = lock_work_dir(sys.argv[1]); print("locked", flush=True); '
                                'time.sleep(60)', str(tmp_path)],
                               cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=subprocess.PIPE, text=True)
@@ -236,7 +237,7 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
 
 @pytest.mark.slow
 def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
-    from lape_mm.engine.work_dir import lock_work_dir
+    from tools.work_dir import lock_work_dir
     lock = lock_work_dir(str(tmp_path))  # this test process plays the live run
     proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path),
                            *small_run_options(tiny_ade)], cwd=ROOT, capture_output=True, text=True)
@@ -305,7 +306,7 @@ def test_pretraining_configs_check_their_dataset_first(tmp_path, monkeypatch):
 def test_infer_tool_runs_detection_configs(tmp_path):
     from mmengine.registry import init_default_scope
     from mmdet.registry import MODELS
-    from lape_mm.datasets.tiny_coco import CLASSES, make_tiny_coco
+    from tools.tiny_data.coco import CLASSES, make_tiny_coco
     cfg = Config.fromfile(ROOT / 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py')
     cfg.model.backbone.update(num_layers=2, global_attn_indexes=(1,))
     cfg.model.test_cfg.rcnn.score_thr = 0.0  # an untrained model still predicts

@@ -10,7 +10,8 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from lape_mm.checkpoint import safe_load
-from lape_mm.datasets import DatasetError, check_seg_dataset, make_tiny_ade
+from lape_mm.datasets import DatasetError, check_seg_dataset
+from tools.tiny_data import make_tiny_ade
 
 from conftest import ROOT, assert_baseline_twin, run_tool
 

@@ -24,9 +24,9 @@ sys.path.insert(0, ROOT)
 import torch  # noqa: E402
 
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
-from lape_mm.analysis.benchmark import AMP_DTYPES, BenchmarkResult, BenchmarkSettings, run_benchmark  # noqa: E402
-from lape_mm.analysis.benchmark_models import BACKBONES  # noqa: E402
-from lape_mm.analysis.benchmark_report import ratio_lines, write_report  # noqa: E402
+from tools.analysis.benchmark import AMP_DTYPES, BenchmarkResult, BenchmarkSettings, run_benchmark  # noqa: E402
+from tools.analysis.benchmark_models import BACKBONES  # noqa: E402
+from tools.analysis.benchmark_report import ratio_lines, write_report  # noqa: E402
 from lape_mm.models.backbones import ARCH_ZOO  # noqa: E402
 
 SEGMENTORS = {

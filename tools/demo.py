@@ -9,8 +9,7 @@ import time
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, ROOT)
 
-from lape_mm.datasets import make_tiny_ade  # noqa: E402
-from lape_mm.datasets.tiny_ade import is_tiny_ade  # noqa: E402
+from tools.tiny_data import is_tiny_ade, make_tiny_ade  # noqa: E402
 
 CONFIGS = {'lape': 'configs/upernet_lape_vit_t_tiny-ade_128x128.py',
            'add': 'configs/upernet_lape_vit_t_tiny-ade_128x128_add.py'}
@@ -23,10 +22,10 @@ def run(cmd: list[str]) -> None:
 
 def evaluate(config: str, work_dir: str) -> dict:
     """tools/test.py on the last checkpoint, in-process so the metrics come back as a dict."""
-    from lape_mm.engine.launch import build_runner, load_config
+    from tools.launch import build_runner, load_config
     with open(os.path.join(work_dir, 'last_checkpoint')) as f:
         checkpoint = f.read().strip()
-    cfg = load_config(os.path.join(ROOT, config), 'none', work_dir, None)
+    cfg = load_config(os.path.join(ROOT, config), launcher='none', work_dir=work_dir)
     cfg.load_from = checkpoint
     return build_runner(cfg).test()
 

@@ -15,9 +15,10 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
-from lape_mm.analysis.build import build_model, load_config, load_model_weights  # noqa: E402
-from lape_mm.analysis.flops import TensorForward  # noqa: E402
-from lape_mm.analysis.onnx_export import export_onnx, onnx_max_error  # noqa: E402
+from tools.analysis.build import build_model, load_model_weights  # noqa: E402
+from tools.analysis.flops import TensorForward  # noqa: E402
+from tools.analysis.onnx_export import export_onnx, onnx_max_error  # noqa: E402
+from tools.launch import load_config  # noqa: E402
 from lape_mm.models.backbones import load_pretrained  # noqa: E402
 
 

@@ -15,8 +15,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 from mmengine.config import DictAction  # noqa: E402
 
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
-from lape_mm.analysis.build import build_model, load_config  # noqa: E402
-from lape_mm.analysis.flops import model_complexity  # noqa: E402
+from tools.analysis.build import build_model  # noqa: E402
+from tools.analysis.flops import model_complexity  # noqa: E402
+from tools.launch import load_config  # noqa: E402
 
 
 def main() -> None:

@@ -10,9 +10,9 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import numpy as np  # noqa: E402
-from mmengine.config import Config  # noqa: E402
 
 from lape_mm.apis import detect_image, segment_image  # noqa: E402
+from tools.launch import load_config  # noqa: E402
 
 
 def segment(args: argparse.Namespace) -> None:
@@ -37,7 +37,7 @@ def main() -> None:
     parser.add_argument('--device', help="'cpu' or 'cuda' (default: cuda when available)")
     parser.add_argument('--score-thr', type=float, default=0.3, help='detection: lowest score drawn and counted')
     args = parser.parse_args()
-    is_detector = Config.fromfile(args.config).get('default_scope') == 'mmdet'
+    is_detector = load_config(args.config).get('default_scope') == 'mmdet'
     args.out = args.out or ('detections.jpg' if is_detector else 'mask.png')
     (detect if is_detector else segment)(args)
 

@@ -1,20 +1,15 @@
 """Write the tiny ADE20K-layout dataset: tools/make_tiny_ade.py OUT [--train N --val N --seed S]."""
-import argparse
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from lape_mm.datasets import make_tiny_ade  # noqa: E402
+from tools.tiny_data.cli import parse_args  # noqa: E402
+from tools.tiny_data import make_tiny_ade  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument('out', nargs='?', default='data/tiny_ade', help='output folder (default data/tiny_ade)')
-    parser.add_argument('--train', type=int, default=200, help='training images')
-    parser.add_argument('--val', type=int, default=40, help='validation images')
-    parser.add_argument('--seed', type=int, default=0)
-    args = parser.parse_args()
+    args = parse_args(__doc__, 'data/tiny_ade', 200, 40)
     root = make_tiny_ade(args.out, args.train, args.val, args.seed)
     print(f'wrote {args.train} training and {args.val} validation images to {root}')
 

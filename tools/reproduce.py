@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import torch  # noqa: E402
 
-from lape_mm.study import FULL, QUICK, reproduce  # noqa: E402
+from tools.study import FULL, QUICK, reproduce  # noqa: E402
 
 
 def main() -> None:

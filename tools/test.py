@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
-                                   dump_det_results, load_config, parse_runner_args)
+from tools.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
+                          dump_det_results, load_config, parse_runner_args)
 
 
 def main() -> None:
@@ -20,7 +20,7 @@ def main() -> None:
     args = parse_runner_args(parser)
     if not os.path.isfile(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
-    cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
     configure_test_outputs(cfg, args.show_dir, args.out)
     check_data(cfg, ('test_dataloader',))

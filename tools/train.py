@@ -6,8 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.engine.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
-                                   configure_checkpoints, enable_amp, load_config, parse_runner_args)
+from tools.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
+                          configure_checkpoints, enable_amp, load_config, parse_runner_args)
 
 
 def main() -> None:
@@ -19,7 +19,7 @@ def main() -> None:
                         help='resume from the latest checkpoint in the work dir, or from a given path')
     add_runner_args(parser)
     args = parse_runner_args(parser)
-    cfg = load_config(args.config, args.launcher, args.work_dir, args.cfg_options)
+    cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
         enable_amp(cfg)
     lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)

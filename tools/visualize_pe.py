@@ -15,8 +15,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
-from lape_mm.analysis.build import load_backbone  # noqa: E402
-from lape_mm.analysis.pe_similarity import layer_pos_embeds, pe_caption, save_figures  # noqa: E402
+from tools.analysis.build import load_backbone  # noqa: E402
+from tools.analysis.pe_similarity import layer_pos_embeds, pe_caption, save_figures  # noqa: E402
 
 
 def main() -> None:

@@ -11,8 +11,10 @@ import torch.nn as nn
 from mmengine.logging import print_log
 from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
+from timm.optim import param_groups_weight_decay
 
-NO_DECAY_NAMES = ('pos_embed', 'cls_token')
+# As DeiT: no weight decay on the PE and the cls token (and, by timm's rule, on norms and biases).
+NO_WEIGHT_DECAY = ('pos_embed', 'cls_token', '*.pos_embed', '*.cls_token')  # timm's fnmatch patterns
 
 
 def vit_layer_id(param_name: str, num_layers: int) -> int:
@@ -37,19 +39,19 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
     def add_params(self, params: list, module: nn.Module, **kwargs) -> None:
         num_layers = self.paramwise_cfg.get('num_layers') or len(module.backbone.blocks)
         decay_rate = self.paramwise_cfg.get('layer_decay_rate', 1.0)
+        names = {id(param): name for name, param in module.named_parameters()}
         groups: dict[tuple[int, bool], dict] = {}
-        for name, param in module.named_parameters():
-            if not param.requires_grad:
-                continue
-            no_decay = param.ndim == 1 or name.endswith('.bias') or name.split('.')[-1] in NO_DECAY_NAMES
-            layer_id = vit_layer_id(name, num_layers)
-            group = groups.setdefault((layer_id, no_decay), {
-                'params': [],
-                'lr': self.base_lr * decay_rate ** (num_layers + 1 - layer_id),
-                'weight_decay': 0. if no_decay else self.base_wd,
-                'layer_id': layer_id,
-            })
-            group['params'].append(param)
+        for decay_group in param_groups_weight_decay(module, self.base_wd, no_weight_decay_list=NO_WEIGHT_DECAY):
+            no_decay = decay_group['weight_decay'] == 0.
+            for param in decay_group['params']:
+                layer_id = vit_layer_id(names[id(param)], num_layers)
+                group = groups.setdefault((layer_id, no_decay), {
+                    'params': [],
+                    'lr': self.base_lr * decay_rate ** (num_layers + 1 - layer_id),
+                    'weight_decay': decay_group['weight_decay'],
+                    'layer_id': layer_id,
+                })
+                group['params'].append(param)
         params.extend(groups[key] for key in sorted(groups))
         print_log(f'layer-wise lr decay {decay_rate} over {num_layers} layers: {len(groups)} param groups',
                   logger='current')

@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from ..models.backbones import LaPEViT
+from lape_mm.models.backbones import LaPEViT
 
 Grid = tuple[int, int]
 # name -> (layer PEs, token grid, caption)

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .draw import jitter
+
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 220)]
 SHAPES = ('ellipse', 'rectangle')
 NUM_CLASSES = len(COLOURS) * len(SHAPES)
@@ -28,7 +30,7 @@ def make_image(rng: np.random.Generator, label: int, h: int, w: int) -> Image.Im
     image = Image.fromarray(np.clip(background, 0, 255).astype(np.uint8))
     size = int(min(h, w) * rng.uniform(0.4, 0.8))
     y0, x0 = int(rng.integers(0, h - size + 1)), int(rng.integers(0, w - size + 1))
-    colour = tuple(int(np.clip(c + rng.normal(0, 15), 0, 255)) for c in COLOURS[label % len(COLOURS)])
+    colour = jitter(rng, COLOURS[label % len(COLOURS)])
     draw = ImageDraw.Draw(image)
     getattr(draw, SHAPES[label // len(COLOURS)])([x0, y0, x0 + size, y0 + size], fill=colour)
     return image

@@ -12,7 +12,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..models.backbones import ARCH_ZOO, LaPEViT
+from lape_mm.models.backbones import ARCH_ZOO, LaPEViT
 from .build import build_model, load_config
 from .flops import TensorForward
 from .inputs import dummy_data_samples

@@ -2,7 +2,7 @@
 
 Two runs in one work dir interleave their logs and prune each other's checkpoints; a lock file
 (``flock``, which the kernel releases when its holder dies) refuses the second. A run killed
-while saving leaves a ``.tmp-*`` file (see :mod:`.atomic_backend`), and a ``last_checkpoint``
+while saving leaves a ``.tmp-*`` file (see :mod:`lape_mm.engine.atomic_backend`), and a ``last_checkpoint``
 can be empty or name a file that was deleted: resume looks past both.
 """
 from __future__ import annotations
@@ -14,8 +14,8 @@ import re
 from pathlib import Path
 from typing import IO
 
-from .atomic_backend import TMP_PREFIX
-from ..checkpoint.safe_load import diagnose_file
+from lape_mm.checkpoint.safe_load import diagnose_file
+from lape_mm.engine.atomic_backend import TMP_PREFIX
 
 LOCK_NAME = '.lape_mm.lock'
 CHECKPOINT_NAME = re.compile(r'(epoch|iter)_\d+\.pth')  # mmengine CheckpointHook's filename_tmpl

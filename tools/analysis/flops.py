@@ -10,7 +10,7 @@ from math import prod
 
 import torch
 import torch.nn as nn
-from mmengine.analysis import FlopAnalyzer
+from mmengine.analysis import FlopAnalyzer, parameter_count
 from mmengine.analysis.jit_handles import get_shape
 
 from .inputs import dummy_data_samples
@@ -30,8 +30,11 @@ def flop_analyzer(model: nn.Module, inputs: tuple) -> FlopAnalyzer:
     return analyzer
 
 
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
+def output_tensors(outputs) -> list[torch.Tensor]:
+    """The tensors of a model output (a tensor or nested tuples/lists of them), in order."""
+    if isinstance(outputs, torch.Tensor):
+        return [outputs]
+    return [t for item in outputs for t in output_tensors(item)]
 
 
 class TensorForward(nn.Module):
@@ -54,7 +57,8 @@ def model_complexity(model: nn.Module, scope: str, hw: tuple[int, int]) -> list[
     wrapped = TensorForward(model.eval(), dummy_data_samples(scope, 1, hw))
     analyzer = flop_analyzer(wrapped, (torch.zeros(1, 3, *hw),))
     by_module = analyzer.by_module()
-    rows = [('total', analyzer.total(), count_parameters(model))]
-    rows += [(name, by_module.get(f'model.{name}', 0), count_parameters(child))
-             for name, child in model.named_children() if count_parameters(child)]
+    params = parameter_count(model)
+    rows = [('total', analyzer.total(), params[''])]
+    rows += [(name, by_module.get(f'model.{name}', 0), params[name]) for name, _ in model.named_children()
+             if params.get(name)]
     return rows

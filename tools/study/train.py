@@ -7,11 +7,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 from timm.layers import trunc_normal_
+from timm.optim import param_groups_weight_decay
+from torch.optim import lr_scheduler
 
-from ..models.classifiers import LaPEVisionTransformer
+from lape_mm.engine import NO_WEIGHT_DECAY
+from lape_mm.models.classifiers import LaPEVisionTransformer
 from .data import Split
-
-NO_DECAY = ('pos_embed', 'cls_token')  # as DeiT: no weight decay on the PE, cls token, norms, biases
 
 
 @dataclass(frozen=True)
@@ -48,13 +49,6 @@ def match_pe_scale(model: LaPEVisionTransformer, images: torch.Tensor) -> float:
     return std
 
 
-def _lr_factor(step: int, warmup: int, total: int) -> float:
-    """Linear warm-up, then cosine decay to zero."""
-    if step < warmup:
-        return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
-
-
 @torch.no_grad()
 def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 500) -> float:
     """Top-1 accuracy in percent."""
@@ -68,15 +62,13 @@ def train_and_evaluate(model: nn.Module, data: Split, recipe: Recipe, seed: int)
     """AdamW + warm-up/cosine + label smoothing from scratch; returns test accuracy (%)."""
     train_x, train_y, test_x, test_y = data
     generator = torch.Generator().manual_seed(seed)
-    decays = {n: p.ndim > 1 and not n.endswith(NO_DECAY) for n, p in model.named_parameters()}
-    decay = [p for n, p in model.named_parameters() if decays[n]]
-    no_decay = [p for n, p in model.named_parameters() if not decays[n]]
-    optimizer = torch.optim.AdamW([dict(params=decay, weight_decay=recipe.weight_decay),
-                                   dict(params=no_decay, weight_decay=0.)], lr=recipe.lr)
+    groups = param_groups_weight_decay(model, recipe.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
+    optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
     steps_per_epoch = math.ceil(len(train_y) / recipe.batch_size)
-    total = recipe.epochs * steps_per_epoch
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: _lr_factor(step, recipe.warmup_epochs * steps_per_epoch, total))
+    warmup, total = recipe.warmup_epochs * steps_per_epoch, recipe.epochs * steps_per_epoch
+    scheduler = lr_scheduler.SequentialLR(  # linear warm-up, then cosine decay to zero
+        optimizer, [lr_scheduler.LinearLR(optimizer, 1 / warmup, total_iters=warmup - 1),
+                    lr_scheduler.CosineAnnealingLR(optimizer, max(1, total - warmup))], milestones=[warmup])
     criterion = nn.CrossEntropyLoss(label_smoothing=recipe.label_smoothing)
     for _ in range(recipe.epochs):
         model.train()

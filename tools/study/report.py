@@ -99,7 +99,7 @@ def plot_accuracy(results: dict[str, TaskResults], path: Path) -> Path:
 
 def save_pe_figures(results: dict[str, TaskResults], out_dir: Path) -> list[Path]:
     """Per-layer PE similarity of the add and LaPE models (learnable PE, first seed), per task."""
-    from ..analysis import layer_pos_embeds, pe_caption, save_figures
+    from tools.analysis import layer_pos_embeds, pe_caption, save_figures
     written = []
     for task, task_results in results.items():
         inputs = {join: (layer_pos_embeds(model), model.patch_grid, pe_caption(model))

@@ -17,6 +17,8 @@ import torch
 import torch.nn as nn
 from onnxscript import opset18 as op
 
+from .flops import output_tensors
+
 OPSET = 18
 MAX_GRID = 1024  # patches per side the exported model accepts (16k pixels at patch 16)
 PROTOBUF_LIMIT = 2 ** 31 - 2 ** 26  # above this, weights must go to an external .data file
@@ -71,19 +73,13 @@ def export_onnx(model: nn.Module, path: str | Path, example_hw: tuple[int, int],
                           external_data=param_bytes > PROTOBUF_LIMIT, verbose=False)
 
 
-def _flat(outputs) -> list[torch.Tensor]:
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    return [t for item in outputs for t in _flat(item)]
-
-
 def onnx_max_error(path: str | Path, model: nn.Module, shape: tuple[int, ...]) -> float:
     """Largest absolute difference between onnxruntime and PyTorch outputs on one random input."""
     import onnxruntime as ort
     session = ort.InferenceSession(str(path), providers=['CPUExecutionProvider'])
     images = torch.randn(*shape)
     with torch.no_grad():
-        expected = _flat(model.eval()(images))
+        expected = output_tensors(model.eval()(images))
     got = session.run(None, {session.get_inputs()[0].name: images.numpy()})
     if len(got) != len(expected):
         raise RuntimeError(f'{path} returned {len(got)} outputs, PyTorch {len(expected)}')

@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from .draw import jitter, textured_background
+
 WALL, FLOOR = 1, 4
 OBJECT_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40)]
 # ADE20K ids for (colour, top half) and (colour, bottom half): bed, tree, person, table, ...; the last
@@ -23,16 +25,9 @@ OBJECT_CLASSES = [(8, 5), (13, 16), (18, 20), (23, 150)]
 SPLITS = {'training': 'train', 'validation': 'val'}
 
 
-def _background(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    base = rng.integers(90, 170, size=3)
-    noise = rng.normal(0, 18, size=(h // 8 + 1, w // 8 + 1, 3))
-    noise = np.kron(noise, np.ones((8, 8, 1)))[:h, :w]
-    return np.clip(base + noise + rng.normal(0, 6, size=(h, w, 3)), 0, 255)
-
-
 def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[Image.Image, Image.Image]:
     """One RGB image and its ADE-style label map (uint8, 0 = ignore)."""
-    image = Image.fromarray(_background(rng, h, w).astype(np.uint8))
+    image = Image.fromarray(textured_background(rng, h, w).astype(np.uint8))
     label = np.full((h, w), WALL, np.uint8)
     label[h // 2:] = FLOOR
     label_img = Image.fromarray(label)
@@ -44,7 +39,7 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[Image.Image, 
         box = [x0, y0, x0 + bw, y0 + bh]
         top = (y0 + bh / 2) < h / 2
         cls = OBJECT_CLASSES[colour_idx][0 if top else 1]
-        colour = tuple(int(np.clip(c + rng.normal(0, 15), 0, 255)) for c in OBJECT_COLOURS[colour_idx])
+        colour = jitter(rng, OBJECT_COLOURS[colour_idx])
         shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
         shape_label = draw_label.ellipse if shape == draw.ellipse else draw_label.rectangle
         shape(box, fill=colour)

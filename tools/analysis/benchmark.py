@@ -18,10 +18,11 @@ from dataclasses import asdict, dataclass, field
 from typing import Callable
 
 import torch
+from mmengine.analysis import parameter_count
 
-from ..models.backbones import ARCH_ZOO
+from lape_mm.models.backbones import ARCH_ZOO
 from .benchmark_models import Candidate, build_backbone, build_segmentor
-from .flops import count_parameters, flop_analyzer
+from .flops import flop_analyzer, output_tensors
 from .kernel_bound import KernelBound, vit_kernel_bound
 from .memory import peak_memory
 from .timing import timed
@@ -180,19 +181,14 @@ def build_candidates(settings: BenchmarkSettings) -> list[Candidate]:
 def _model_info(candidate: Candidate, images: torch.Tensor) -> ModelInfo:
     model = getattr(candidate.model, '_orig_mod', candidate.model)  # a compiled model's own module
     model.eval()
-    return ModelInfo(count_parameters(model), flop_analyzer(model, (images,)).total())
-
-
-def _tensors(outputs) -> list[torch.Tensor]:
-    if isinstance(outputs, torch.Tensor):
-        return [outputs]
-    return [t for item in outputs for t in _tensors(item)]
+    return ModelInfo(parameter_count(model)[''], flop_analyzer(model, (images,)).total())
 
 
 def _relative_error(outputs, reference) -> float:
     """max |outputs - reference| / max |reference| over all output tensors."""
-    error = max((o.float() - r.float()).abs().max().item() for o, r in zip(_tensors(outputs), _tensors(reference)))
-    return error / max(max(r.abs().max().item() for r in _tensors(reference)), 1e-12)
+    error = max((o.float() - r.float()).abs().max().item()
+                for o, r in zip(output_tensors(outputs), output_tensors(reference)))
+    return error / max(max(r.abs().max().item() for r in output_tensors(reference)), 1e-12)
 
 
 def _check_precision(row: Row, candidate: Candidate, images: torch.Tensor, dtype: torch.dtype) -> None:
@@ -200,7 +196,7 @@ def _check_precision(row: Row, candidate: Candidate, images: torch.Tensor, dtype
     if row.mode == 'infer':
         outputs = infer_step(candidate, images, dtype)
         row.rel_error = _relative_error(outputs, infer_step(candidate, images, None))
-        row.finite = all(bool(torch.isfinite(t).all()) for t in _tensors(outputs))
+        row.finite = all(bool(torch.isfinite(t).all()) for t in output_tensors(outputs))
     else:
         loss = train_step(candidate, images, dtype)
         grads = [p.grad for p in candidate.model.parameters() if p.grad is not None]

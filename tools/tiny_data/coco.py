@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .tiny_ade import _background
+from .draw import jitter, textured_background
 
 OBJECT_COLOURS = [(220, 40, 40), (50, 80, 230)]
 # COCO (id, name) for each colour in the (top half, bottom half) of the image.
@@ -56,7 +56,7 @@ def _place(rng: np.random.Generator, h: int, w: int, taken: list[tuple]) -> tupl
 
 def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[Image.Image, list[dict]]:
     """One RGB image and its objects as COCO annotation dicts (without ids)."""
-    image = Image.fromarray(_background(rng, h, w).astype(np.uint8))
+    image = Image.fromarray(textured_background(rng, h, w).astype(np.uint8))
     draw = ImageDraw.Draw(image)
     objects, boxes = [], []
     for _ in range(rng.integers(1, 5)):
@@ -67,7 +67,7 @@ def make_sample(rng: np.random.Generator, h: int, w: int) -> tuple[Image.Image, 
         boxes.append(box)
         colour_idx = int(rng.integers(len(OBJECT_COLOURS)))
         polygon = _polygon(rng, box)
-        colour = tuple(int(np.clip(c + rng.normal(0, 15), 0, 255)) for c in OBJECT_COLOURS[colour_idx])
+        colour = jitter(rng, OBJECT_COLOURS[colour_idx])
         draw.polygon(polygon, fill=colour)
         xs, ys = polygon[0::2], polygon[1::2]
         objects.append(dict(

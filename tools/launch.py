@@ -15,12 +15,13 @@ import torch
 import torch.distributed as dist
 from mmengine.config import Config, ConfigDict, DictAction
 from mmengine.logging import print_log
-from mmengine.registry import RUNNERS
+from mmengine.hub import get_config
+from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
-from .checkpoint_fit import StrictCheckpointHook
+from lape_mm.engine.checkpoint_fit import StrictCheckpointHook
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
-                       remove_stale_temporaries)
+                        remove_stale_temporaries)
 
 
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
@@ -43,7 +44,9 @@ def _warn(message: str) -> None:
 
 
 def replace_sync_bn(node) -> int:
-    """Turn every ``type='SyncBN'`` in a config tree into ``'BN'``; returns how many."""
+    """Turn every ``type='SyncBN'`` in a config tree into ``'BN'``; returns how many.
+
+    Config-side, not mmengine's ``revert_sync_batchnorm``: the Runner builds the model itself."""
     count = 0
     if isinstance(node, dict):
         if node.get('type') == 'SyncBN':
@@ -90,16 +93,28 @@ def set_work_dir(cfg: Config, config_path: str, work_dir: str | None) -> None:
         cfg.work_dir = osp.join('./work_dirs', osp.splitext(osp.basename(config_path))[0])
 
 
-def load_config(config_path: str, launcher: str, work_dir: str | None, cfg_options: dict | None) -> Config:
-    if not osp.isfile(config_path):
-        raise FileNotFoundError(f'config file {config_path} does not exist')
-    cfg = Config.fromfile(config_path)
+def load_config(path: str, cfg_options: dict | None = None, launcher: str | None = None,
+                work_dir: str | None = None) -> Config:
+    """The config loader of every tool: a file, or an installed config (``'mmseg::_base_/...'``),
+    with ``--cfg-options`` merged and its ``default_scope`` entered.
+
+    For a Runner (``launcher`` given: train, test, the demo) it also sets the launcher and work
+    dir and, without CUDA, adapts the config to the CPU (:func:`adapt_to_cpu`).
+    """
+    if '::' in path:
+        cfg = get_config(path)
+    elif osp.isfile(path):
+        cfg = Config.fromfile(path)
+    else:
+        raise FileNotFoundError(f'config file {path} does not exist')
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
-    cfg.launcher = launcher
-    set_work_dir(cfg, config_path, work_dir)
-    if not torch.cuda.is_available():
-        adapt_to_cpu(cfg, launcher)
+    init_default_scope(cfg.get('default_scope') or (path.split('::')[0] if '::' in path else 'mmseg'))
+    if launcher is not None:
+        cfg.launcher = launcher
+        set_work_dir(cfg, path, work_dir)
+        if not torch.cuda.is_available():
+            adapt_to_cpu(cfg, launcher)
     return cfg
 
 
@@ -196,15 +211,20 @@ def dump_det_results(runner: Runner, out: str) -> None:
     runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
 
 
+def pretrained_checkpoint(init_cfg) -> str | None:
+    """The checkpoint of ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``, else None."""
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        return str(init_cfg.get('checkpoint', ''))
+    return None
+
+
 def missing_pretrained(node) -> list[str]:
     """Local ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` files that do not exist."""
     missing = []
     if isinstance(node, dict):
-        init = node.get('init_cfg')
-        if isinstance(init, dict) and init.get('type') == 'Pretrained':
-            path = str(init.get('checkpoint', ''))
-            if '://' not in path and not osp.isfile(path):
-                missing.append(path)
+        path = pretrained_checkpoint(node.get('init_cfg'))
+        if path is not None and '://' not in path and not osp.isfile(path):
+            missing.append(path)
         for value in node.values():
             missing += missing_pretrained(value)
     elif isinstance(node, (list, tuple)):
@@ -216,7 +236,7 @@ def missing_pretrained(node) -> list[str]:
 def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
     """Fail before the Runner starts if a pretrained checkpoint is missing, or a dataset path,
     file count or label value is wrong."""
-    from ..datasets import check_dataset_cfg
+    from lape_mm.datasets import check_dataset_cfg
     if 'train_dataloader' in loaders and (missing := missing_pretrained(cfg.model)):
         raise FileNotFoundError(
             f'pretrained checkpoint {missing[0]} does not exist: make one with configs/pretrain/ '

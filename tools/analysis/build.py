@@ -8,44 +8,22 @@ import re
 
 import torch.nn as nn
 from mmengine.config import Config
-from mmengine.hub import get_config
 from mmengine.logging import print_log
-from mmengine.registry import MODELS, init_default_scope
+from mmengine.model import revert_sync_batchnorm
+from mmengine.registry import MODELS
 
-from ..checkpoint import CheckpointError, read_checkpoint, safe_load
-from ..models.backbones import fit_state_dict, load_fitted
-from ..engine.launch import replace_sync_bn
-from ..models.backbones import LaPEViT
-from ..models.layers import infer_grid
+from lape_mm.checkpoint import CheckpointError, read_checkpoint, safe_load
+from lape_mm.models.backbones import LaPEViT, fit_state_dict, load_fitted
+from lape_mm.models.layers import infer_grid
+from ..launch import load_config, pretrained_checkpoint
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 
 
-def load_config(path: str, cfg_options: dict | None = None) -> Config:
-    """Read a config file (or an installed one, ``'mmseg::_base_/models/...'``), enter its
-    ``default_scope`` and turn SyncBN into BN: analysis runs in one process, without a process group."""
-    if '::' in path:
-        cfg = get_config(path)
-    elif osp.isfile(path):
-        cfg = Config.fromfile(path)
-    else:
-        raise FileNotFoundError(f'config file {path} does not exist')
-    if cfg_options:
-        cfg.merge_from_dict(cfg_options)
-    init_default_scope(cfg.get('default_scope') or (path.split('::')[0] if '::' in path else 'mmseg'))
-    replace_sync_bn(cfg.model)
-    return cfg
-
-
 def build_model(cfg: Config) -> nn.Module:
-    """The config's model (segmentor, detector, or bare backbone), randomly initialised."""
-    return MODELS.build(cfg.model)
-
-
-def _pretrained_path(init_cfg) -> str | None:
-    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-        return init_cfg.get('checkpoint')
-    return None
+    """The config's model (segmentor, detector, or bare backbone), randomly initialised, with
+    SyncBN as BN: analysis runs in one process, without a process group."""
+    return revert_sync_batchnorm(MODELS.build(cfg.model))
 
 
 def backbone_from_config(path: str) -> LaPEViT:
@@ -55,7 +33,7 @@ def backbone_from_config(path: str) -> LaPEViT:
     if backbone_cfg.get('type') != 'LaPEViT':
         raise ValueError(f'{path}: the backbone is {backbone_cfg.get("type")!r}, not LaPEViT')
     backbone = MODELS.build(backbone_cfg)
-    checkpoint = _pretrained_path(backbone_cfg.get('init_cfg'))
+    checkpoint = pretrained_checkpoint(backbone_cfg.get('init_cfg'))
     if checkpoint and osp.isfile(checkpoint):
         backbone.init_weights()
     elif checkpoint:
