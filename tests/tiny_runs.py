@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from lape_mm.datasets import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
+from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 
 
 @dataclass(frozen=True)

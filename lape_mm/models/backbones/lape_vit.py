@@ -53,7 +53,7 @@ torch.fx.wrap('resize_pos_embed')
 class LaPEViT(BaseModule):
     """Vision transformer with layer-adaptive position embedding, for mmseg and mmdet.
 
-    ``pe_join`` decides where the PE enters (see LAPE.md): 'lape' adds ``p_l = pe_norm_l(p_{l-1})``
+    ``pe_join`` decides where the PE enters (see README, "What LaPE is"): 'lape' adds ``p_l = pe_norm_l(p_{l-1})``
     to every block's normalized attention input; 'lape_independent' adds ``pe_norm_l(pe)``;
     'add' is the standard ViT (PE added once to the input tokens); 'share' adds the same PE to
     the residual stream before every block; 'unshare' adds a separate learnable PE per block.
