@@ -109,3 +109,15 @@ def test_mmcv_nms_and_roi_align_run_under_cpu_bf16():
     out = align(feats.bfloat16(), rois.bfloat16())
     assert out.dtype == torch.bfloat16
     torch.testing.assert_close(out.float(), align(feats, rois), atol=0.05, rtol=0.02)
+
+
+@pytest.mark.parametrize('dtype,wrapper', [(None, 'AutocastOptimWrapper'), ('bfloat16', 'AutocastOptimWrapper'),
+                                           ('float16', 'AmpOptimWrapper')])
+def test_amp_dtype_selects_the_optim_wrapper(dtype, wrapper):
+    """tools/train.py --amp [--amp-dtype]: bf16 autocast by default without CUDA; fp16 brings loss scaling."""
+    from mmengine.config import Config
+    from tools.launch import enable_amp
+    cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3))))
+    enable_amp(cfg, dtype)
+    assert cfg.optim_wrapper.type == wrapper
+    assert cfg.optim_wrapper.get('loss_scale') == ('dynamic' if dtype == 'float16' else None)

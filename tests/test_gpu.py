@@ -139,9 +139,7 @@ def test_multi_scale_deformable_attention_on_cuda_matches_pytorch():
 PRECISIONS = {
     'fp32': ([], {}, 'OptimWrapper'),
     'fp16': (['--amp'], {}, 'AmpOptimWrapper'),  # on CUDA: fp16 with dynamic loss scaling
-    # tools/train.py's --amp has no dtype choice on CUDA; the config selects bf16 autocast.
-    'bf16': ([], {'optim_wrapper.type': 'AutocastOptimWrapper', 'optim_wrapper.dtype': 'bfloat16'},
-             'AutocastOptimWrapper'),
+    'bf16': (['--amp', '--amp-dtype', 'bfloat16'], {}, 'AutocastOptimWrapper'),
 }
 
 

@@ -73,12 +73,14 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
             dist.init_process_group(backend='gloo')
 
 
-def enable_amp(cfg: Config) -> None:
-    """fp16 with dynamic loss scaling on CUDA (as mmseg/mmdet do), bf16 autocast elsewhere."""
+def enable_amp(cfg: Config, dtype: str | None = None) -> None:
+    """Mixed precision: fp16 with dynamic loss scaling (as mmseg/mmdet do; the default on CUDA) or
+    bf16 autocast without scaling (the default elsewhere, and ``dtype='bfloat16'`` on CUDA)."""
     wrapper = cfg.optim_wrapper
+    dtype = dtype or ('float16' if torch.cuda.is_available() else 'bfloat16')
     if wrapper.get('type') in ('AmpOptimWrapper', 'AutocastOptimWrapper'):
         print_log('AMP is already enabled in the config.', logger='current')
-    elif torch.cuda.is_available():
+    elif dtype == 'float16':
         wrapper.type = 'AmpOptimWrapper'
         wrapper.loss_scale = 'dynamic'
     else:

@@ -15,13 +15,15 @@ def main() -> None:
     parser.add_argument('config', help='config file path')
     parser.add_argument('--amp', action='store_true',
                         help='mixed precision: fp16 + loss scaling on CUDA, bf16 autocast on CPU')
+    parser.add_argument('--amp-dtype', choices=('float16', 'bfloat16'),
+                        help='the --amp dtype (default: float16 on CUDA, bfloat16 elsewhere)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from the latest checkpoint in the work dir, or from a given path')
     add_runner_args(parser)
     args = parse_runner_args(parser)
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.amp:
-        enable_amp(cfg)
+        enable_amp(cfg, args.amp_dtype)
     lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)
     configure_checkpoints(cfg, args.resume)
     check_data(cfg, ('train_dataloader', 'val_dataloader'))
