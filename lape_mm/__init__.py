@@ -5,10 +5,10 @@
 from . import engine  # noqa: F401  (registers optim wrapper, constructor, hooks)
 from .checkpoint import register_safe_globals
 from .engine import use_atomic_local_backend
-from .models import LaPEViT, LaPEVisionTransformer
+from .models import LaPEViT, LaPEViTAdapter, LaPEVisionTransformer
 
 register_safe_globals()
 use_atomic_local_backend()
 
 __version__ = '0.1.0'
-__all__ = ['LaPEViT', 'LaPEVisionTransformer', '__version__']
+__all__ = ['LaPEViT', 'LaPEViTAdapter', 'LaPEVisionTransformer', '__version__']
