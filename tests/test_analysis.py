@@ -27,7 +27,7 @@ def test_layer_pos_embeds_are_the_per_block_pes():
     pes = layer_pos_embeds(lape, (3, 5))
     assert len(pes) == 3 and all(pe.shape == (15, 64) for pe in pes)
     # p_0 = LN_0(pe resized to 3x5), cls slot dropped; p_1 = LN_1(p_0)
-    full = lape._block_pos_embeds((3, 5))[2]
+    full = lape.pos_embed_terms((3, 5))[1]
     torch.testing.assert_close(pes[1], full[1][0, 1:])
     norm = lape.blocks[1].pe_norm
     torch.testing.assert_close(full[1], F.layer_norm(full[0], (64,), norm.weight, norm.bias, norm.eps))

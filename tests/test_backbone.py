@@ -5,9 +5,9 @@ import torch
 import torch.nn.functional as F
 
 from lape_mm import LaPEViT
-from lape_mm.checkpoint import adapt_state_dict, load_into
-from lape_mm.models.backbones import PE_JOINS
-from lape_mm.models.layers import PE_TYPES, resize_pos_embed, window_partition, window_unpartition
+from lape_mm.models.backbones import PE_JOINS, fit_state_dict, load_fitted
+from lape_mm.models.layers import (PE_TYPES, build_fixed_pos_embed, resize_pos_embed, window_partition,
+                                  window_unpartition)
 from timm.layers import resample_abs_pos_embed
 
 from conftest import randomize_norms, tiny_vit_kwargs
@@ -118,7 +118,7 @@ def test_add_join_matches_timm(img_size):
                                  img_size=img_size).eval()
     randomize_norms(timm_vit)
     model = LaPEViT(arch='tiny', num_layers=4, pe_join='add', img_size=img_size).eval()
-    load_into(model, adapt_state_dict(timm_vit.state_dict(), model))
+    load_fitted(model, fit_state_dict(timm_vit.state_dict(), model)[0])
     img = torch.randn(2, 3, *img_size)
     tokens = timm_vit.forward_features(img)
     expected = tokens[:, 1:].reshape(2, img_size[0] // 16, img_size[1] // 16, -1).permute(0, 3, 1, 2)
@@ -276,3 +276,88 @@ def test_residual_stream_stays_fp32_under_autocast(pe_join):
             (out,) = model(img)
     assert out.dtype == torch.float32
     torch.testing.assert_close(out, reference, atol=0.05 * reference.abs().max().item(), rtol=0)
+
+
+# ---------------------------------------------------------------- dtype and device moves
+def _forward(model: LaPEViT, dtype: torch.dtype) -> torch.Tensor:
+    with torch.no_grad():
+        return model(torch.randn(1, 3, 48, 80, generator=torch.Generator().manual_seed(1)).to(dtype))[0]
+
+
+@pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
+def test_dtype_moves(pe_join, pe_type):
+    """Every join x type survives .double(), .half(), .bfloat16(): the fixed PE moves with the model."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).eval()
+    randomize_norms(model)
+    reference = _forward(model, torch.float32)
+    for dtype, atol in ((torch.float64, 1e-5), (torch.bfloat16, 0.15), (torch.float16, 0.05)):
+        out = _forward(model.to(dtype), dtype)
+        assert out.dtype == dtype and torch.isfinite(out).all(), dtype
+        torch.testing.assert_close(out.float(), reference, atol=atol, rtol=0, msg=str(dtype))
+    assert model.pos_embed is None or model.pos_embed.dtype == torch.float16
+
+
+@pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
+def test_meta_then_to_empty_and_init(pe_join, pe_type):
+    """Built on the meta device, materialised with to_empty, then init_weights: a working model
+    whose fixed PE is the table again."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).to('meta')
+    assert model.blocks[0].attn.qkv.weight.is_meta
+    model.to_empty(device='cpu')
+    model.init_weights()
+    if pe_type.startswith('sincos'):
+        torch.testing.assert_close(model.pos_embed, build_fixed_pos_embed(pe_type, (4, 4), 64))
+    for m in model.modules():
+        if isinstance(m, torch.nn.LayerNorm):
+            assert torch.equal(m.weight, torch.ones_like(m.weight)) and not m.bias.any()
+    out = _forward(model.eval(), torch.float32)
+    assert torch.isfinite(out).all() and out.std() > 0
+
+
+def test_fixed_pos_embed_is_a_persistent_buffer():
+    model = LaPEViT(**tiny_vit_kwargs(pe_type='sincos_2d'))
+    assert 'pos_embed' in dict(model.named_buffers()) and 'pos_embed' in model.state_dict()
+    assert not any(name == 'pos_embed' for name, _ in model.named_parameters())
+
+
+# ---------------------------------------------------------------- finite gradients from step 1
+@pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
+def test_vit_tiny_gradients_are_finite_at_init(pe_join, pe_type):
+    """A freshly initialised 12-block ViT-T trains with finite gradients for every join x type.
+    (A fixed table's zero cls slot through the progressive pe_norm chain used to give inf.)"""
+    model = LaPEViT(arch='tiny', img_size=64, pe_join=pe_join, pe_type=pe_type).train()
+    model(torch.randn(2, 3, 64, 64))[0].square().mean().backward()
+    grad_norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()
+                                                      if p.grad is not None]))
+    assert torch.isfinite(grad_norm) and grad_norm < 100, grad_norm
+
+
+def test_cls_slot_forward_is_the_pe_norm_bias():
+    """The gradient fix leaves the forward alone: the zero cls slot comes out as each block's bias."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_type='sincos_2d'))
+    randomize_norms(model)
+    _, block_pes = model.pos_embed_terms((4, 4))
+    torch.testing.assert_close(block_pes[0][0, 0], model.blocks[0].pe_norm.bias)
+
+
+# ---------------------------------------------------------------- arguments
+def test_img_size_must_be_a_multiple_of_the_patch():
+    with pytest.raises(ValueError, match=r'img_size=\(120, 120\) is not a multiple of patch_size=16'):
+        LaPEViT(**tiny_vit_kwargs(img_size=120))
+
+
+def test_without_cls_token_there_is_no_cls_parameter():
+    """Detection configs: with_cls_token=False leaves no parameter without a gradient (DDP)."""
+    model = LaPEViT(**tiny_vit_kwargs(with_cls_token=False)).train()
+    assert model.cls_token is None and 'cls_token' not in model.state_dict()
+    model(torch.randn(1, 3, 64, 64))[0].sum().backward()
+    assert [n for n, p in model.named_parameters() if p.grad is None] == []
+
+
+def test_mmseg_pretrained_argument_becomes_init_cfg():
+    """mmseg's ``model.pretrained=PATH`` (passed to the backbone) works as init_cfg does."""
+    with pytest.warns(DeprecationWarning):
+        model = LaPEViT(**tiny_vit_kwargs(pretrained='x.pth'))
+    assert model.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
+    with pytest.raises(ValueError, match='not both'):
+        LaPEViT(**tiny_vit_kwargs(pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='y.pth')))

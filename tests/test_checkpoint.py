@@ -7,7 +7,8 @@ import timm
 import torch
 
 from lape_mm import LaPEViT
-from lape_mm.checkpoint import CheckpointError, detect_format, load_pretrained, safe_load
+from lape_mm.checkpoint import CheckpointError, detect_format, safe_load
+from lape_mm.models.backbones import load_pretrained
 
 from conftest import randomize_norms, tiny_vit_kwargs
 
@@ -167,3 +168,101 @@ def test_timm_create_model_and_pretrained_file(tmp_path):
     loaded = timm.create_model('lape_vit_tiny_patch16_224', num_classes=7, pretrained=True,
                                pretrained_cfg_overlay=dict(file=str(path)))
     assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+
+
+# ---------------------------------------------------------------- strict loading
+def _save(tmp_path, state_dict, name='ckpt.pth', **extra):
+    path = tmp_path / name
+    torch.save({'state_dict': state_dict, **extra}, path)
+    return str(path)
+
+
+def test_missing_backbone_tensor_is_an_error_naming_it(tmp_path):
+    state = LaPEViT(**tiny_vit_kwargs()).state_dict()
+    del state['pos_embed']
+    with pytest.raises(CheckpointError, match=r"(?s)1 tensors the model needs are missing \['pos_embed'\].*strict=False"):
+        load_pretrained(LaPEViT(**tiny_vit_kwargs()), _save(tmp_path, state))
+
+
+def test_tensor_without_a_place_is_an_error_naming_it(tmp_path):
+    state = {**LaPEViT(**tiny_vit_kwargs()).state_dict(), 'blocks.0.attn.rel_pos_h': torch.zeros(3)}
+    with pytest.raises(CheckpointError, match=r"have no place in it \['blocks.0.attn.rel_pos_h'\]"):
+        load_pretrained(LaPEViT(**tiny_vit_kwargs()), _save(tmp_path, state))
+
+
+def test_lape_checkpoint_into_add_model_is_refused(tmp_path):
+    """pe_norm layers trained with LaPE have no place in an 'add' model: a config mistake, named."""
+    path = _save(tmp_path, LaPEViT(**tiny_vit_kwargs(pe_join='lape')).state_dict())
+    with pytest.raises(CheckpointError, match='blocks.0.pe_norm.bias'):
+        load_pretrained(LaPEViT(**tiny_vit_kwargs(pe_join='add')), path)
+
+
+def test_strict_false_opts_out(tmp_path):
+    state = LaPEViT(**tiny_vit_kwargs()).state_dict()
+    del state['blocks.2.mlp.fc2.bias']
+    model = LaPEViT(**tiny_vit_kwargs(init_cfg=dict(type='Pretrained', checkpoint=_save(tmp_path, state),
+                                                    strict=False)))
+    model.init_weights()
+    assert torch.equal(model.blocks[1].mlp.fc1.weight, state['blocks.1.mlp.fc1.weight'])
+
+
+def test_what_the_config_leaves_out_is_dropped_and_named(tmp_path):
+    """Detection-style configs (no cls token, no final norm, no PE) still load a DeiT file with head."""
+    from lape_mm.checkpoint import to_lape_state_dict
+    from lape_mm.models.backbones import fit_state_dict
+    vit = _timm_vit(num_classes=10)
+    path = str(tmp_path / 'deit.pth')
+    torch.save({'model': vit.state_dict()}, path)
+    model = LaPEViT(arch='tiny', num_layers=3, with_cls_token=False, final_norm=False, pe_type='none')
+    _, report = fit_state_dict(to_lape_state_dict(safe_load(path))[0], model)
+    assert set(report.dropped) == {'cls_token', 'pos_embed', 'norm.weight', 'norm.bias', 'head.weight', 'head.bias'}
+    load_pretrained(model, path)
+    assert torch.equal(model.blocks[2].attn.qkv.weight, vit.blocks[2].attn.qkv.weight)
+
+
+# ---------------------------------------------------------------- the checkpoint's PE grid
+def _checkpoint_pe(grid, dim=64):
+    model = LaPEViT(**tiny_vit_kwargs(img_size=(grid[0] * 16, grid[1] * 16)))
+    return model.state_dict()
+
+
+def test_saved_grid_from_mmengine_cfg_is_used(tmp_path):
+    """An 8x32 PE into a 16x16 model: same number of slots, but resized from the saved grid."""
+    state = _checkpoint_pe((8, 32))
+    cfg = "model = dict(backbone=dict(type='LaPEViT', arch='tiny', img_size=(128, 512), patch_size=16))"
+    path = _save(tmp_path, {f'backbone.{k}': v for k, v in state.items()}, meta={'cfg': cfg})
+    model = LaPEViT(**tiny_vit_kwargs(img_size=256))
+    load_pretrained(model, path)
+    from lape_mm.models.layers import resize_pos_embed
+    torch.testing.assert_close(model.pos_embed, resize_pos_embed(state['pos_embed'], (16, 16), (8, 32)))
+
+
+def test_convert_tool_saves_the_grid(tmp_path):
+    from conftest import run_tool
+    source = _checkpoint_pe((4, 4))
+    src = _save(tmp_path, source, 'src.pth')
+    dst = str(tmp_path / 'dst.pth')
+    run_tool('tools/convert_checkpoint.py', src, dst, '--img-size', '64', '256')
+    assert torch.load(dst, weights_only=True)['meta']['pos_embed_grid'] == (4, 16)
+    model = LaPEViT(**tiny_vit_kwargs(img_size=(128, 128)))
+    load_pretrained(model, dst)  # 4x16 = 64 slots = 8x8: only the saved grid tells them apart
+    from lape_mm.models.layers import resize_pos_embed
+    expected = resize_pos_embed(resize_pos_embed(source['pos_embed'], (4, 16), (4, 4)),
+                                (8, 8), (4, 16))
+    torch.testing.assert_close(model.pos_embed, expected)
+
+
+def test_uninferable_grid_is_refused(tmp_path):
+    path = _save(tmp_path, _checkpoint_pe((2, 6)))  # 12 slots, no saved grid, not square
+    with pytest.raises(CheckpointError, match='cannot be inferred'):
+        load_pretrained(LaPEViT(**tiny_vit_kwargs(img_size=(64, 96))), path)
+
+
+def test_convert_tool_names_a_bad_file(tmp_path):
+    import subprocess
+    import sys
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'')
+    proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth')],
+                          cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True)
+    assert proc.returncode == 1 and 'convert_checkpoint:' in proc.stderr and 'Traceback' not in proc.stderr

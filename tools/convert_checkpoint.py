@@ -1,8 +1,12 @@
-"""Convert a timm/DeiT, LaPE-authors, mmseg or mmpretrain ViT checkpoint to lape_mm's layout.
+"""Convert a ViT checkpoint between formats: any supported one in, lape_mm's or the LaPE authors' out.
 
-tools/convert_checkpoint.py SRC DST [--img-size 512] [--prefix backbone.]
-The output holds ``state_dict`` with native keys (the LaPE authors' / timm layout); with
-``--img-size`` the PE is resized to that grid. ``init_cfg=dict(type='Pretrained', ...)`` reads
+tools/convert_checkpoint.py SRC DST [--img-size 512] [--prefix backbone.] [--to {lape_mm,authors}]
+
+In: timm/DeiT, the LaPE authors' DeiT fork (every join and PE type), mmseg, mmpretrain or lape_mm.
+``--to lape_mm`` (default) writes ``state_dict`` with native keys and the PE grid in ``meta``;
+``--img-size`` first resizes the PE to that image's grid. ``--to authors`` writes ``{'model': ...}``
+as their ``main.py`` reads it (``--eval --resume DST``): per-block PEs as ``pos_embed{i}`` and a
+'1D_sin' table 2-D, as their model holds them. ``init_cfg=dict(type='Pretrained', ...)`` reads
 every supported format directly, so converting is only needed to ship a single format.
 """
 import argparse
@@ -13,8 +17,37 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import torch  # noqa: E402
 
-from lape_mm.checkpoint import safe_load, to_lape_state_dict  # noqa: E402
-from lape_mm.models.layers import infer_grid, resize_pos_embed  # noqa: E402
+from lape_mm.checkpoint import CheckpointError, read_checkpoint, to_authors  # noqa: E402
+from lape_mm.models.layers import build_fixed_pos_embed, infer_grid, resize_pos_embed  # noqa: E402
+
+
+def is_sincos_1d_table(pos_embed: torch.Tensor, grid: tuple[int, int]) -> bool:
+    """Whether a PE ``[1, 1 + N, C]`` is the authors' fixed '1D_sin' table."""
+    table = build_fixed_pos_embed('sincos_1d', grid, pos_embed.shape[-1])
+    return pos_embed.shape == table.shape and torch.allclose(pos_embed.float(), table, atol=1e-6)
+
+
+def convert(src: str, dst: str, prefix: str | None = None, img_size: list[int] | None = None,
+            patch_size: int = 16, to: str = 'lape_mm') -> str:
+    """Write ``src`` to ``dst`` (atomically) in the ``to`` layout; returns the source format."""
+    state_dict, fmt, grid = read_checkpoint(src, prefix)
+    pe = state_dict.get('pos_embed')
+    if pe is not None:
+        grid = grid or infer_grid(pe.shape[1] - 1)
+        if img_size:
+            h, w = (img_size * 2)[:2]
+            new_grid = (h // patch_size, w // patch_size)
+            state_dict['pos_embed'] = resize_pos_embed(pe, new_grid, grid)
+            grid = new_grid
+    if to == 'authors':
+        one_d = pe is not None and is_sincos_1d_table(state_dict['pos_embed'], grid)
+        checkpoint = {'model': to_authors(state_dict, one_d_table=one_d)}
+    else:
+        checkpoint = {'state_dict': state_dict, 'meta': {'converted_from': fmt, 'pos_embed_grid': grid}}
+    tmp = f'{dst}.tmp'
+    torch.save(checkpoint, tmp)
+    os.replace(tmp, dst)
+    return fmt
 
 
 def main() -> None:
@@ -24,17 +57,14 @@ def main() -> None:
     parser.add_argument('--prefix', help="keep only keys under this prefix, e.g. 'backbone.'")
     parser.add_argument('--img-size', type=int, nargs='+', help='resize the PE to this image size (H [W])')
     parser.add_argument('--patch-size', type=int, default=16)
+    parser.add_argument('--to', choices=('lape_mm', 'authors'), default='lape_mm',
+                        help="output layout: lape_mm's (default) or the LaPE authors' DeiT fork")
     args = parser.parse_args()
-    state_dict, fmt = to_lape_state_dict(safe_load(args.src), args.prefix)
-    if args.img_size and 'pos_embed' in state_dict:
-        h, w = (args.img_size * 2)[:2]
-        pe = state_dict['pos_embed']
-        state_dict['pos_embed'] = resize_pos_embed(pe, (h // args.patch_size, w // args.patch_size),
-                                                   infer_grid(pe.shape[1] - 1))
-    tmp = f'{args.dst}.tmp'
-    torch.save({'state_dict': state_dict, 'meta': {'converted_from': fmt}}, tmp)
-    os.replace(tmp, args.dst)
-    print(f'{args.src} ({fmt}, {len(state_dict)} tensors) -> {args.dst}')
+    try:
+        fmt = convert(args.src, args.dst, args.prefix, args.img_size, args.patch_size, args.to)
+    except CheckpointError as err:
+        sys.exit(f'convert_checkpoint: {err}')
+    print(f'{args.src} ({fmt}) -> {args.dst} ({args.to} layout)')
 
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ import lape_mm  # noqa: E402,F401  (registers LaPEViT)
 from lape_mm.analysis.build import build_model, load_config, load_model_weights  # noqa: E402
 from lape_mm.analysis.flops import TensorForward  # noqa: E402
 from lape_mm.analysis.onnx_export import export_onnx, onnx_max_error  # noqa: E402
-from lape_mm.checkpoint import load_pretrained  # noqa: E402
+from lape_mm.models.backbones import load_pretrained  # noqa: E402
 
 
 def main() -> None:

@@ -12,7 +12,8 @@ from mmengine.hub import get_config
 from mmengine.logging import print_log
 from mmengine.registry import MODELS, init_default_scope
 
-from ..checkpoint import CheckpointError, adapt_state_dict, load_into, safe_load, to_lape_state_dict
+from ..checkpoint import CheckpointError, read_checkpoint, safe_load
+from ..models.backbones import fit_state_dict, load_fitted
 from ..engine.launch import replace_sync_bn
 from ..models.backbones import LaPEViT
 from ..models.layers import infer_grid
@@ -70,7 +71,7 @@ def backbone_from_checkpoint(path: str, pe_join: str | None = None) -> LaPEViT:
     checkpoint has ``pe_norm`` layers, 'unshare' for one PE per block, otherwise 'add' (pass
     ``pe_join='lape_independent'`` or 'share' where the weights cannot tell).
     """
-    state_dict, _ = to_lape_state_dict(safe_load(path))
+    state_dict, _, saved_grid = read_checkpoint(path)
     if state_dict.get('pos_embed') is None:
         raise ValueError(f'{path} has no learnable pos_embed; pass the config of a fixed-PE model instead')
     pos_embed, proj = state_dict['pos_embed'], state_dict['patch_embed.proj.weight']
@@ -79,11 +80,11 @@ def backbone_from_checkpoint(path: str, pe_join: str | None = None) -> LaPEViT:
     if pe_join is None:
         has_pe_norm = any('.pe_norm.' in k for k in state_dict)
         pe_join = 'lape' if has_pe_norm else 'unshare' if pos_embed.shape[0] > 1 else 'add'
-    grid = infer_grid(pos_embed.shape[1] - LaPEViT.num_prefix_tokens)
+    grid = saved_grid or infer_grid(pos_embed.shape[1] - LaPEViT.num_prefix_tokens)
     model = LaPEViT(embed_dims=embed_dims, num_layers=num_layers, num_heads=max(1, embed_dims // 64),
                     patch_size=patch_size, img_size=(grid[0] * patch_size, grid[1] * patch_size),
                     pe_join=pe_join)
-    load_into(model, adapt_state_dict(state_dict, model), source=path)
+    load_fitted(model, fit_state_dict(state_dict, model, saved_grid=grid)[0], source=path)
     return model
 
 

@@ -32,17 +32,10 @@ def layer_pos_embeds(model: LaPEViT, grid: Grid | None = None) -> list[torch.Ten
     if model.pos_embed is None:
         raise ValueError("pe_type='none' has no position embedding to show; use a model with a PE")
     grid = tuple(grid or model.patch_grid)
-    prefix = model.num_prefix_tokens if model.with_cls_token else 0
+    prefix = model.num_prefix_tokens if model.cls_token is not None else 0
     with torch.no_grad():
-        input_pe, residual_pes, attention_pes = model._block_pos_embeds(grid)
-    if model.pe_join == 'add':
-        pes = [input_pe]
-    elif model.pe_join == 'share':
-        pes = residual_pes[:1]
-    elif model.pe_join == 'unshare':
-        pes = residual_pes
-    else:
-        pes = attention_pes
+        input_pe, block_pes = model.pos_embed_terms(grid)
+    pes = [input_pe] if input_pe is not None else block_pes[:1] if model.pe_join == 'share' else block_pes
     return [pe[0, prefix:].detach().float().cpu() for pe in pes]
 
 

@@ -6,6 +6,7 @@ attn.proj,norm2,mlp.fc1,mlp.fc2,pe_norm}.*``, ``norm.*`` (and ``head.*`` for cla
 """
 from __future__ import annotations
 
+import ast
 import re
 from collections.abc import Mapping
 
@@ -29,9 +30,19 @@ def _rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
 
 
 def convert_timm(state_dict: StateDict) -> StateDict:
-    """timm / DeiT / the LaPE authors' checkpoints: already native. Distilled DeiT models also
-    carry a ``dist_token`` and its PE slot; both are dropped so the model sees a plain ViT."""
+    """timm / DeiT / the LaPE authors' checkpoints: native but for three details.
+
+    The authors' 'unshare' model keeps one PE per block as ``pos_embed0 .. pos_embed{L-1}``
+    (stacked here into one ``[L, 1 + N, C]`` tensor), and their '1D_sin' table is 2-D
+    ``[1 + N, C]``. Distilled DeiT models carry a ``dist_token`` and its PE slot; both are
+    dropped so the model sees a plain ViT.
+    """
     state_dict = dict(state_dict)
+    per_block = sorted((k for k in state_dict if re.fullmatch(r'pos_embed\d+', k)), key=lambda k: int(k[9:]))
+    if per_block:
+        state_dict['pos_embed'] = torch.cat([state_dict.pop(k) for k in per_block])
+    if 'pos_embed' in state_dict and state_dict['pos_embed'].dim() == 2:
+        state_dict['pos_embed'] = state_dict['pos_embed'][None]
     if 'dist_token' in state_dict:
         state_dict.pop('dist_token')
         pe = state_dict['pos_embed']
@@ -132,3 +143,58 @@ def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[
     state_dict = unwrap(checkpoint, prefix)
     fmt = detect_format(state_dict)
     return CONVERTERS[fmt](state_dict), fmt
+
+
+def to_authors(state_dict: StateDict, one_d_table: bool = False) -> StateDict:
+    """Native keys to the LaPE authors' ``vision_transformer.py`` layout, the inverse of
+    :func:`convert_timm`: per-block PEs as ``pos_embed{i}`` and, with ``one_d_table`` (a
+    '1D_sin' model), the PE as their 2-D ``[1 + N, C]`` table."""
+    state_dict = dict(state_dict)
+    pe = state_dict.get('pos_embed')
+    if pe is not None and pe.shape[0] > 1:
+        state_dict.pop('pos_embed')
+        state_dict.update({f'pos_embed{i}': copy[None].clone() for i, copy in enumerate(pe)})
+    elif pe is not None and one_d_table:
+        state_dict['pos_embed'] = pe[0]
+    return state_dict
+
+
+def saved_patch_grid(checkpoint: Mapping) -> tuple[int, int] | None:
+    """The PE grid a checkpoint was trained at, where the file says so: ``meta['pos_embed_grid']``
+    (written by tools/convert_checkpoint.py) or the LaPE backbone's ``img_size`` / ``patch_size``
+    in the config text that mmengine saves as ``meta['cfg']``. The text is parsed, never run."""
+    meta = checkpoint.get('meta')
+    if not isinstance(meta, Mapping):
+        return None
+    if meta.get('pos_embed_grid') is not None:
+        return tuple(int(s) for s in meta['pos_embed_grid'])
+    if not isinstance(meta.get('cfg'), str):
+        return None
+    try:
+        tree = ast.parse(meta['cfg'])
+    except SyntaxError:
+        return None
+    for node in ast.walk(tree):
+        fields = _literal_fields(node)
+        if str(fields.get('type', '')).startswith('LaPEViT'):
+            img_size, patch_size = fields.get('img_size', 224), fields.get('patch_size', 16)
+            img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
+            return img_size[0] // patch_size, img_size[1] // patch_size
+    return None
+
+
+def _literal_fields(node: ast.AST) -> dict:
+    """The literal entries of a ``dict(k=v)`` call or a ``{'k': v}`` display."""
+    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
+        pairs = [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+    elif isinstance(node, ast.Dict):
+        pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
+    else:
+        return {}
+    fields = {}
+    for key, value in pairs:
+        try:
+            fields[key] = ast.literal_eval(value)
+        except ValueError:
+            continue
+    return fields

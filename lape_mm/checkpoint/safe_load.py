@@ -13,6 +13,7 @@ imported load weights-only.
 """
 from __future__ import annotations
 
+import argparse
 import pickle
 from os import PathLike
 
@@ -29,7 +30,8 @@ def mmengine_safe_globals() -> list:
     """Classes and functions that mmengine/mmseg/mmdet training checkpoints legitimately pickle."""
     numeric_codes = np.typecodes['AllInteger'] + np.typecodes['AllFloat'] + '?'
     numpy_dtypes = sorted({type(np.dtype(code)) for code in numeric_codes}, key=str)
-    return [HistoryBuffer, np.ndarray, np.dtype, *numpy_dtypes, np.core.multiarray._reconstruct,
+    # argparse.Namespace: the ``args`` of the LaPE authors' (DeiT) main.py checkpoints, plain values.
+    return [argparse.Namespace, HistoryBuffer, np.ndarray, np.dtype, *numpy_dtypes, np.core.multiarray._reconstruct,
             np.core.multiarray.scalar]
 
 

@@ -1,8 +1,9 @@
 """LaPEViT: a plain ViT backbone whose position embedding is joined per layer (LaPE, ICCV 2023)."""
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
-from typing import Sequence
+from typing import List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn as nn
@@ -30,6 +31,24 @@ def _choice(name: str, value, allowed: Sequence) -> None:
         raise ValueError(f'unknown {name}={value!r}; choose one of {", ".join(map(repr, allowed))}')
 
 
+def check_image_size(img: torch.Tensor, in_channels: int, patch_size: int, pad_to_patch: bool) -> torch.Tensor:
+    """``img`` itself, after checking that it is ``[B, in_channels, H, W]`` with H, W fitting the patches."""
+    if img.dim() != 4 or img.shape[1] != in_channels:
+        raise ValueError(f'expected images [B, {in_channels}, H, W], got {list(img.shape)}; '
+                         f'set in_channels to match the input')
+    H, W = img.shape[-2:]
+    if not pad_to_patch and (H % patch_size or W % patch_size):
+        raise ValueError(f'input size {H}x{W} is not a multiple of patch_size={patch_size}; '
+                         f'resize or pad the image (e.g. size_divisor={patch_size} in the data '
+                         f'preprocessor) or set pad_to_patch=True')
+    return img
+
+
+# fx leaves: they read concrete sizes, so a traced model still checks inputs and resizes its PE.
+torch.fx.wrap('check_image_size')
+torch.fx.wrap('resize_pos_embed')
+
+
 @MODELS.register_module()
 class LaPEViT(BaseModule):
     """Vision transformer with layer-adaptive position embedding, for mmseg and mmdet.
@@ -38,6 +57,8 @@ class LaPEViT(BaseModule):
     to every block's normalized attention input; 'lape_independent' adds ``pe_norm_l(pe)``;
     'add' is the standard ViT (PE added once to the input tokens); 'share' adds the same PE to
     the residual stream before every block; 'unshare' adds a separate learnable PE per block.
+    ``pe_type`` is 'learnable' (a Parameter), 'sincos_1d' / 'sincos_2d' (the LaPE authors' fixed
+    tables, a persistent buffer so checkpoints carry them as theirs do) or 'none'.
 
     The PE is stored for the ``img_size`` grid (one cls slot first, as in DeiT) and bicubically
     resized to each input's grid. Returns a tuple of ``[B, C, H/p, W/p]`` maps, one per
@@ -47,13 +68,15 @@ class LaPEViT(BaseModule):
 
     Inference (eval mode, no autograd) keeps two caches: the per-layer PEs of each input grid
     and, under autocast, the blocks' linear weights in the autocast dtype (see
-    :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its ~14% bf16 speed-up
-    for ~170 MB (ViT-B) held between calls; a call's peak is the same either way). Both are
-    keyed on the tensors' versions, so a weight update invalidates them, and ``train()`` (so
-    ``eval()`` too) drops them.
+    :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its bf16 speed-up for
+    the low-precision weight copy it holds between calls). Both are keyed on the tensors'
+    versions, so a weight update invalidates them, and ``train()`` (so ``eval()`` too) drops them.
     """
 
-    num_prefix_tokens = 1  # the cls slot is always stored, so DeiT/timm/mmseg checkpoints fit
+    num_prefix_tokens = 1  # the PE always stores a cls slot, so DeiT/timm/mmseg checkpoints fit
+    extra_prefixes: Tuple[str, ...] = ()  # state-dict prefixes a subclass adds on top of a plain ViT
+    __jit_unused_properties__ = ['is_init']  # TorchScript: mmengine's BaseModule bookkeeping
+    __constants__ = ['num_prefix_tokens']
 
     def __init__(self,
                  arch: str = 'base',
@@ -80,10 +103,10 @@ class LaPEViT(BaseModule):
                  pad_to_patch: bool = False,
                  window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (),
-                 pe_cache_size: int = 4,
                  autocast_weight_cache: bool = True,
+                 pretrained: str | None = None,
                  init_cfg: dict | None = None):
-        super().__init__(init_cfg=init_cfg)
+        super().__init__(init_cfg=self._pretrained_to_init_cfg(pretrained, init_cfg))
         _choice('arch', arch, tuple(ARCH_ZOO))
         _choice('pe_join', pe_join, PE_JOINS)
         _choice('pe_type', pe_type, PE_TYPES)
@@ -95,13 +118,17 @@ class LaPEViT(BaseModule):
         if window_size and with_cls_token:
             raise ValueError('window attention works on patch tokens only: set with_cls_token=False '
                              'when window_size > 0')
+        self.img_size = _pair(img_size)
+        if self.img_size[0] % patch_size or self.img_size[1] % patch_size:
+            raise ValueError(f'img_size={self.img_size} is not a multiple of patch_size={patch_size}: the PE '
+                             f'grid would drop the remainder; use a multiple, e.g. '
+                             f'{tuple(s // patch_size * patch_size for s in self.img_size)}')
         preset = ARCH_ZOO[arch]
         self.embed_dims = embed_dims or preset['embed_dims']
         self.num_layers = num_layers or preset['num_layers']
         num_heads = num_heads or preset['num_heads']
         self.patch_size = patch_size
         self.in_channels = in_channels
-        self.img_size = _pair(img_size)
         self.patch_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.pe_join, self.pe_type = pe_join, pe_type
         self.with_cls_token, self.output_cls_token = with_cls_token, output_cls_token
@@ -118,8 +145,10 @@ class LaPEViT(BaseModule):
         self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_channels,
                                       embed_dim=self.embed_dims, output_fmt='NCHW', strict_img_size=False,
                                       dynamic_img_pad=pad_to_patch)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims))
-        self.pos_embed = self._build_pos_embed()
+        # Without cls token there is no cls_token parameter at all: one that never receives a
+        # gradient makes DistributedDataParallel fail.
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) if with_cls_token else None
+        self._build_pos_embed()
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
         self.blocks = nn.ModuleList(
@@ -129,14 +158,25 @@ class LaPEViT(BaseModule):
                       window_size=0 if i in global_attn_indexes else window_size)
             for i in range(self.num_layers))
         self.norm = norm_layer(self.embed_dims) if final_norm else nn.Identity()
-        # Per-resolution PEs of every block, reused in eval mode (see _block_pos_embeds).
+        # Per-resolution PEs of every block, reused in eval mode (see pos_embed_terms).
         self._pe_cache: OrderedDict = OrderedDict()
-        self.pe_cache_size = pe_cache_size
         self._weight_casts = AutocastWeightCache() if autocast_weight_cache else None
         self._init_params()
         self._freeze_stages()
 
     # ------------------------------------------------------------------ construction
+    @staticmethod
+    def _pretrained_to_init_cfg(pretrained: str | None, init_cfg: dict | None) -> dict | None:
+        """mmseg's ``model.pretrained=PATH`` (passed on to the backbone) as ``init_cfg``."""
+        if pretrained is None:
+            return init_cfg
+        if init_cfg is not None:
+            raise ValueError('give the checkpoint either as pretrained=... or as init_cfg=dict(type='
+                             "'Pretrained', checkpoint=...), not both")
+        warnings.warn('pretrained=PATH is deprecated in OpenMMLab 2.x; use '
+                      "init_cfg=dict(type='Pretrained', checkpoint=PATH)", DeprecationWarning)
+        return dict(type='Pretrained', checkpoint=pretrained)
+
     def _check_out_indices(self, out_indices) -> tuple[int, ...]:
         indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
         valid = range(-self.num_layers, self.num_layers)
@@ -146,35 +186,45 @@ class LaPEViT(BaseModule):
                              f'0..{self.num_layers - 1} (or negative from the end)')
         return tuple(i % self.num_layers for i in indices)
 
-    def _build_pos_embed(self) -> nn.Parameter | torch.Tensor | None:
+    def _build_pos_embed(self) -> None:
+        """``pos_embed``: a Parameter (learnable), a persistent buffer (fixed tables) or None."""
         slots = self.num_prefix_tokens + self.patch_grid[0] * self.patch_grid[1]
-        if self.pe_type == 'none':
-            return None
         if self.pe_type == 'learnable':
             copies = self.num_layers if self.pe_join == 'unshare' else 1
-            return nn.Parameter(torch.zeros(copies, slots, self.embed_dims))
-        fixed = build_fixed_pos_embed(self.pe_type, self.patch_grid, self.embed_dims, self.num_prefix_tokens)
-        self.register_buffer('_fixed_pos_embed', fixed, persistent=False)  # derived, never saved
-        return self._fixed_pos_embed
+            self.pos_embed = nn.Parameter(torch.zeros(copies, slots, self.embed_dims))
+        elif self.pe_type == 'none':
+            self.register_buffer('pos_embed', None)
+        else:
+            self.register_buffer('pos_embed', build_fixed_pos_embed(self.pe_type, self.patch_grid, self.embed_dims))
 
+    @torch.no_grad()
     def _init_params(self) -> None:
-        """DeiT/timm initialisation: trunc-normal(0.02) PE and Linear weights, zero biases."""
-        if isinstance(self.pos_embed, nn.Parameter):
-            trunc_normal_(self.pos_embed, std=.02)
-        nn.init.normal_(self.cls_token, std=1e-6)
+        """DeiT/timm initialisation of every tensor: trunc-normal(0.02) PE and Linear weights, zero
+        biases, identity norms, the fixed PE table (so ``to_empty`` + ``init_weights`` works)."""
+        for m in self.modules():
+            if m is not self and hasattr(m, 'reset_parameters'):
+                m.reset_parameters()
         for m in self.blocks.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=.02)
                 nn.init.zeros_(m.bias) if m.bias is not None else None
+        if isinstance(self.pos_embed, nn.Parameter):
+            trunc_normal_(self.pos_embed, std=.02)
+        elif self.pos_embed is not None:
+            self.pos_embed.copy_(build_fixed_pos_embed(self.pe_type, self.patch_grid, self.embed_dims))
+        if self.cls_token is not None:
+            nn.init.normal_(self.cls_token, std=1e-6)
 
     def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` in any supported format."""
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., strict=True)`` in any supported
+        format (see :func:`load_pretrained`), else initialise every tensor afresh."""
         if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from ...checkpoint import load_pretrained  # late import: checkpoint imports models
-            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'))
-            self._is_init = True
-            return
-        super().init_weights()
+            from .checkpoint_fit import load_pretrained
+            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'),
+                            strict=self.init_cfg.get('strict', True))
+        else:
+            self._init_params()
+        self._is_init = True
 
     def _freeze_stages(self) -> None:
         """Freeze the embeddings (stage 0) and the first ``frozen_stages`` blocks."""
@@ -184,9 +234,9 @@ class LaPEViT(BaseModule):
         for module in frozen:
             module.eval()
             module.requires_grad_(False)
-        self.cls_token.requires_grad_(False)
-        if isinstance(self.pos_embed, nn.Parameter):
-            self.pos_embed.requires_grad_(False)
+        for param in (self.cls_token, self.pos_embed):
+            if isinstance(param, nn.Parameter):
+                param.requires_grad_(False)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -197,109 +247,158 @@ class LaPEViT(BaseModule):
         return self
 
     # ------------------------------------------------------------------ forward
-    def _embed(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Image ``[B, in_channels, H, W]`` to tokens ``[B, (1 +) h*w, C]`` and the grid ``(h, w)``."""
-        if img.dim() != 4 or img.shape[1] != self.in_channels:
-            raise ValueError(f'expected images [B, {self.in_channels}, H, W], got {list(img.shape)}; '
-                             f'set in_channels to match the input')
-        H, W = img.shape[-2:]
-        if not self.pad_to_patch and (H % self.patch_size or W % self.patch_size):
-            raise ValueError(f'input size {H}x{W} is not a multiple of patch_size={self.patch_size}; '
-                             f'resize or pad the image (e.g. size_divisor={self.patch_size} in the data '
-                             f'preprocessor) or set pad_to_patch=True')
+    def embed(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Image ``[B, in_channels, H, W]`` to tokens ``[B, (1 +) h*w, C]`` (cls first when
+        ``with_cls_token``) and the grid ``(h, w)``. No position embedding is added here."""
+        img = check_image_size(img, self.in_channels, self.patch_size, self.pad_to_patch)
         x = self.patch_embed(img)
         hw = (x.shape[2], x.shape[3])
-        x = x.flatten(2).transpose(1, 2)  # a view: the concatenation (or contiguous) is the one copy
-        if self.with_cls_token:
+        x = x.flatten(2).transpose(1, 2)
+        if self.cls_token is not None:
             return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1), hw
         return x.contiguous(), hw
 
     def _inference_caches_usable(self) -> bool:
         """Eval mode without autograd, and not traced, compiled or exported (which must see the ops)."""
         return not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing()
+                    or torch.fx._symbolic_trace.is_fx_tracing()
                     or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
-    def _block_pos_embeds(self, hw: tuple[int, int], use_cache: bool = False):
-        """PE terms for a token grid: ``(input_pe, residual_pes, attention_pes)``.
+    def pos_embed_terms(self, hw: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
+        """PE terms for a token grid: ``(input_pe, block_pes)``, each PE ``[1, T, C]`` for ``embed``'s tokens.
 
-        ``input_pe`` is added once before block 0; ``residual_pes[l]`` to the residual stream
-        before block l; ``attention_pes[l]`` to block l's normalized attention input. Each PE has
-        batch size 1, so this costs O(N*C) per layer whatever the batch. With ``use_cache``
-        (inference) the result is cached per grid; the key holds the PE parameters' versions, so
-        an optimizer step or ``load_state_dict`` invalidates it.
+        ``input_pe`` ('add') is added once to the tokens before block 0. ``block_pes[l]`` goes to
+        block l: into the residual stream before it ('share': the same PE, 'unshare': its own)
+        or into its normalized attention input ('lape': ``p_l = pe_norm_l(p_{l-1})``,
+        'lape_independent': ``pe_norm_l(pe)``). Each PE has batch size 1, so this costs O(N*C)
+        per layer whatever the batch. In inference the result is cached per grid; the key holds
+        the PE tensors' versions, so an optimizer step or ``load_state_dict`` invalidates it.
         """
-        nones = [None] * self.num_layers
-        if self.pos_embed is None:
-            return None, nones, nones
-        key = (hw, self.pos_embed.device, self.pos_embed.dtype, self._pe_param_versions()) if use_cache else None
-        if key in self._pe_cache:
-            self._pe_cache.move_to_end(key)
-            return self._pe_cache[key]
-        pe = resize_pos_embed(self.pos_embed, hw, self.patch_grid, self.num_prefix_tokens)
-        if not self.with_cls_token:
+        if torch.jit.is_scripting():
+            return self._compute_pos_embed_terms(hw)
+        else:
+            if self._inference_caches_usable():
+                return self._cached_pos_embed_terms(hw)
+            return self._compute_pos_embed_terms(hw)
+
+    def _cached_pos_embed_terms(self, hw: Tuple[int, int]):
+        key = (hw, self.pos_embed.device, self.pos_embed.dtype, self._pe_versions()) \
+            if self.pos_embed is not None else hw
+        if key not in self._pe_cache:
+            self._pe_cache[key] = self._compute_pos_embed_terms(hw)
+            while len(self._pe_cache) > 4:  # a few input sizes (e.g. multi-scale tests)
+                self._pe_cache.popitem(last=False)
+        self._pe_cache.move_to_end(key)
+        return self._pe_cache[key]
+
+    def _compute_pos_embed_terms(self, hw: Tuple[int, int]
+                                 ) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
+        block_pes: List[Optional[torch.Tensor]] = []
+        pe = self.pos_embed
+        if pe is None:
+            for _ in range(self.num_layers):
+                block_pes.append(None)
+            return None, block_pes
+        pe = resize_pos_embed(pe, hw, self.patch_grid, self.num_prefix_tokens)
+        if self.cls_token is None:
             pe = pe[:, self.num_prefix_tokens:]
         if self.pe_join == 'add':
-            terms = pe, nones, nones
-        elif self.pe_join == 'share':
-            terms = None, [pe] * self.num_layers, nones
-        elif self.pe_join == 'unshare':
-            terms = None, list(pe.split(1)), nones
-        elif self.pe_join == 'lape_independent':
-            terms = None, nones, [blk.pe_norm(pe) for blk in self.blocks]
-        else:  # 'lape': progressive, p_l = LN_l(p_{l-1})
-            attention_pes = []
-            for blk in self.blocks:
-                pe = blk.pe_norm(pe)
-                attention_pes.append(pe)
-            terms = None, nones, attention_pes
-        if use_cache:
-            self._pe_cache[key] = terms
-            while len(self._pe_cache) > self.pe_cache_size:
-                self._pe_cache.popitem(last=False)
-        return terms
+            for _ in range(self.num_layers):
+                block_pes.append(None)
+            return pe, block_pes
+        p = pe
+        for i, blk in enumerate(self.blocks):
+            if self.pe_join == 'share':
+                block_pes.append(pe)
+            elif self.pe_join == 'unshare':
+                block_pes.append(pe[i:i + 1])
+            elif self.pe_join == 'lape_independent':
+                block_pes.append(blk.normalize_pe(pe))
+            else:  # 'lape': progressive, p_l = LN_l(p_{l-1})
+                p = blk.normalize_pe(p)
+                block_pes.append(p)
+        return None, block_pes
 
-    def _pe_param_versions(self) -> tuple[int, ...]:
+    def _pe_versions(self) -> tuple[int, ...]:
         params = [self.pos_embed] + [p for blk in self.blocks if blk.pe_norm is not None
                                      for p in blk.pe_norm.parameters()]
         return tuple(p._version for p in params)
 
-    def forward_tokens(self, img: torch.Tensor, out_indices: Sequence[int] = ()
-                       ) -> tuple[torch.Tensor, list[torch.Tensor], tuple[int, int]]:
-        """Run the transformer. Returns the final tokens ``[B, T, C]`` (after ``norm``), the
-        tokens after each block in ``out_indices`` (the last one normalized), and the grid."""
-        x, hw = self._embed(img)
-        inference = self._inference_caches_usable()
-        input_pe, residual_pes, attention_pes = self._block_pos_embeds(hw, inference)
+    def _weight_casts_for(self, x: torch.Tensor) -> Optional[list]:
+        """The blocks' linear weights in the autocast dtype, in inference under autocast."""
+        if self._weight_casts is None or not self._inference_caches_usable():
+            return None
         device_type = x.device.type
-        weight_casts = None
-        if inference and self._weight_casts is not None and torch.is_autocast_enabled(device_type):
-            weight_casts = self._weight_casts.get(self.blocks, torch.get_autocast_dtype(device_type))
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return self._weight_casts.get(self.blocks, torch.get_autocast_dtype(device_type))
+
+    def forward_blocks(self, x: torch.Tensor, hw: Tuple[int, int], block_pes: List[Optional[torch.Tensor]],
+                       start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
+        """Run ``blocks[start:stop]`` on tokens ``x`` ``[B, T, C]``, each with its PE term from
+        :meth:`pos_embed_terms`. The final ``norm`` is not applied."""
+        stop = self.num_layers if stop is None else stop
+        if torch.jit.is_scripting():
+            weight_casts = None
+        else:
+            weight_casts = self._weight_casts_for(x)
+        for i, blk in enumerate(self.blocks):
+            if start <= i < stop:
+                pe = block_pes[i]
+                if self.pe_join == 'share' or self.pe_join == 'unshare':  # into the residual stream
+                    if pe is not None:
+                        x = x + pe
+                    pe = None
+                if torch.jit.is_scripting():
+                    x = blk(x, pe, hw)
+                else:
+                    x = self._run_block(i, blk, x, pe, hw, weight_casts)
+        return x
+
+    def _run_block(self, i: int, blk: nn.Module, x: torch.Tensor, pe: Optional[torch.Tensor],
+                   hw: Tuple[int, int], weight_casts: Optional[list]) -> torch.Tensor:
+        """One block, with activation checkpointing in training or the cached weight casts in inference."""
+        if self.with_cp and self.training and x.requires_grad:
+            return cp.checkpoint(blk, x, pe, hw, use_reentrant=False)
+        if weight_casts is not None:
+            return functional_call(blk, weight_casts[i], (x, pe, hw))
+        return blk(x, pe, hw)
+
+    def forward_tokens(self, img: torch.Tensor, indices: Optional[List[int]] = None, stop: Optional[int] = None
+                       ) -> Tuple[torch.Tensor, List[torch.Tensor], Tuple[int, int]]:
+        """Run ``blocks[:stop]`` (all by default). Returns the tokens ``[B, T, C]`` after the last
+        block run (before the final ``norm``), the tokens after each block in ``indices`` (in
+        block order), and the grid."""
+        x, hw = self.embed(img)
+        input_pe, block_pes = self.pos_embed_terms(hw)
         if input_pe is not None:
             x = x + input_pe
         x = self.pos_drop(x)
-        intermediates = []
-        last = self.num_layers - 1
-        for i, blk in enumerate(self.blocks):
-            if residual_pes[i] is not None:
-                x = x + residual_pes[i]
-            if self.with_cp and self.training and x.requires_grad:
-                x = cp.checkpoint(blk, x, attention_pes[i], hw, use_reentrant=False)
-            elif weight_casts is not None:
-                x = functional_call(blk, weight_casts[i], (x, attention_pes[i], hw))
-            else:
-                x = blk(x, attention_pes[i], hw)
-            if i == last:
-                x = self.norm(x)
-            if i in out_indices:
+        intermediates: List[torch.Tensor] = []
+        take: List[int] = [] if indices is None else list(indices)
+        take.sort()
+        start = 0
+        for i in take:  # run the blocks up to each requested output in one call
+            if i >= start:  # (a repeated index is taken once)
+                x = self.forward_blocks(x, hw, block_pes, start, i + 1)
                 intermediates.append(x)
+                start = i + 1
+        x = self.forward_blocks(x, hw, block_pes, start, stop)
         return x, intermediates, hw
 
+    def tokens_to_map(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+        """Tokens ``[B, (1 +) h*w, C]`` to the patch feature map ``[B, C, h, w]``."""
+        patch_tokens = tokens[:, self.num_prefix_tokens:] if self.cls_token is not None else tokens
+        return patch_tokens.reshape(-1, hw[0], hw[1], self.embed_dims).permute(0, 3, 1, 2).contiguous()
+
     def forward(self, img: torch.Tensor) -> tuple:
-        """``[B, in_channels, H, W]`` to a tuple of ``[B, C, h, w]`` maps, one per out index."""
-        _, intermediates, (h, w) = self.forward_tokens(img, self.out_indices)
+        """``[B, in_channels, H, W]`` to a tuple of ``[B, C, h, w]`` maps, one per out index (in
+        block order)."""
+        _, intermediates, hw = self.forward_tokens(img, list(self.out_indices), stop=max(self.out_indices) + 1)
+        if self.num_layers - 1 in self.out_indices:  # the last block's output goes through the final norm
+            intermediates[-1] = self.norm(intermediates[-1])
         outs = []
         for tokens in intermediates:
-            patch_tokens = tokens[:, self.num_prefix_tokens:] if self.with_cls_token else tokens
-            feature_map = patch_tokens.reshape(-1, h, w, self.embed_dims).permute(0, 3, 1, 2).contiguous()
+            feature_map = self.tokens_to_map(tokens, hw)
             outs.append([feature_map, tokens[:, 0]] if self.output_cls_token else feature_map)
         return tuple(outs)

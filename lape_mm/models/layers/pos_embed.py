@@ -1,40 +1,69 @@
-"""Position embeddings: builders for each PE type and on-the-fly resizing to any token grid."""
+"""Position embeddings: the LaPE authors' fixed tables and on-the-fly resizing to any token grid."""
 from __future__ import annotations
 
 import math
+from typing import Tuple
 
 import torch
 import torch.nn.functional as F
-from timm.layers.pos_embed_sincos import build_sincos2d_pos_embed
 
 PE_TYPES = ('learnable', 'sincos_1d', 'sincos_2d', 'none')
 
 
-def sincos_1d_pos_embed(num_positions: int, dim: int, temperature: float = 10000.) -> torch.Tensor:
-    """Transformer-style 1-D sinusoidal embedding over flattened positions, ``[num_positions, dim]``."""
+def is_exporting() -> bool:
+    """``torch.compiler.is_exporting()``; False in TorchScript, which cannot compile that call."""
+    if torch.jit.is_scripting():
+        return False
+    else:
+        return torch.compiler.is_exporting()
+
+
+def sincos_1d_pos_embed(num_positions: int, dim: int) -> torch.Tensor:
+    """The authors' '1D_sin' table ``[num_positions, dim]``: position ``p`` and channel ``i`` have the
+    angle ``p / 10000 ** (2 * (i // 2) / dim)``, sin on even channels and cos on odd ones."""
     if dim % 2:
         raise ValueError(f'sincos_1d needs an even embedding dim, got {dim}')
-    omega = 1. / temperature ** (torch.arange(dim // 2, dtype=torch.float64) / (dim // 2))
-    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] * omega[None]
-    return torch.cat([angles.sin(), angles.cos()], dim=1).float()
+    channel = torch.arange(dim, dtype=torch.float64)
+    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] / 10000 ** (2 * (channel // 2) / dim)
+    angles[:, 0::2].sin_()
+    angles[:, 1::2].cos_()
+    return angles.float()
 
 
-def build_fixed_pos_embed(pe_type: str, grid: tuple[int, int], dim: int, num_prefix_tokens: int) -> torch.Tensor:
-    """A fixed (sinusoidal) PE ``[1, prefix + H*W, C]``; prefix (cls) slots are zero, as in MoCo v3/MAE."""
+def sincos_2d_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): channels ``[0, dim/2)`` encode
+    the column x and ``[dim/2, dim)`` the row y, each as interleaved sin/cos of
+    ``coordinate * exp(-k * ln(10000) / (dim/2))`` for ``k = 0, 2, 4, ...``."""
+    if dim % 4:
+        raise ValueError(f'sincos_2d needs an embedding dim divisible by 4, got {dim}')
+    half = dim // 2
+    div_term = torch.exp(torch.arange(0, half, 2, dtype=torch.float64) * -(math.log(10000.) / half))
+    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
+                                torch.arange(grid[1], dtype=torch.float64), indexing='ij')
+    table = torch.empty(grid[0] * grid[1], dim, dtype=torch.float64)
+    for offset, coordinate in ((0, cols), (half, rows)):
+        angles = coordinate.reshape(-1, 1) * div_term
+        table[:, offset:offset + half:2] = angles.sin()
+        table[:, offset + 1:offset + half:2] = angles.cos()
+    return table.float()
+
+
+def build_fixed_pos_embed(pe_type: str, grid: tuple[int, int], dim: int) -> torch.Tensor:
+    """A fixed PE ``[1, 1 + h*w, C]`` exactly as the authors build it, one cls slot first.
+
+    'sincos_1d' numbers the cls slot 0 and the patches 1..h*w; 'sincos_2d' leaves the cls slot
+    zero.
+    """
     num_patches = grid[0] * grid[1]
     if pe_type == 'sincos_1d':
-        patch_pe = sincos_1d_pos_embed(num_patches, dim)
-    elif pe_type == 'sincos_2d':
-        if dim % 4:
-            raise ValueError(f'sincos_2d needs an embedding dim divisible by 4, got {dim}')
-        patch_pe = build_sincos2d_pos_embed(list(grid), dim=dim, reverse_coord=True, interleave_sin_cos=False)
-    else:
-        raise ValueError(f'no fixed position embedding for pe_type={pe_type!r}')
-    prefix = patch_pe.new_zeros(num_prefix_tokens, dim)
-    return torch.cat([prefix, patch_pe], dim=0)[None]
+        return sincos_1d_pos_embed(1 + num_patches, dim)[None]
+    if pe_type == 'sincos_2d':
+        table = sincos_2d_pos_embed(grid, dim)
+        return torch.cat([table.new_zeros(1, dim), table])[None]
+    raise ValueError(f'no fixed position embedding for pe_type={pe_type!r}')
 
 
-def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_grid: tuple[int, int],
+def resize_pos_embed(pos_embed: torch.Tensor, new_grid: Tuple[int, int], old_grid: Tuple[int, int],
                      num_prefix_tokens: int = 1) -> torch.Tensor:
     """Bicubically resize the grid part of ``pos_embed`` ``[L, prefix + h*w, C]`` to ``new_grid``.
 
@@ -42,12 +71,12 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: tuple[int, int], old_gri
     a leading dim of L > 1 (one PE per block, 'unshare'); no antialiasing, as in mmseg, so that
     the op exports to ONNX.
     """
-    if not torch.compiler.is_exporting() and tuple(new_grid) == tuple(old_grid):
+    if not is_exporting() and new_grid[0] == old_grid[0] and new_grid[1] == old_grid[1]:
         return pos_embed
     prefix, grid_pe = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     copies, _, dim = grid_pe.shape
     grid_pe = grid_pe.reshape(copies, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid_pe = F.interpolate(grid_pe.float(), size=tuple(new_grid), mode='bicubic', align_corners=False)
+    grid_pe = F.interpolate(grid_pe.float(), size=[new_grid[0], new_grid[1]], mode='bicubic', align_corners=False)
     grid_pe = grid_pe.permute(0, 2, 3, 1).reshape(copies, -1, dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid_pe], dim=1)
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from .pos_embed import is_exporting
+
 
 def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Split ``[B, H, W, C]`` into ``[B * nW, ws * ws, C]`` windows, zero-padding H and W up.
@@ -12,7 +14,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
     """
     B, H, W, C = x.shape
     pad_h, pad_w = (-H) % window_size, (-W) % window_size
-    if pad_h or pad_w or torch.compiler.is_exporting():  # exported: the padding depends on the input size
+    if pad_h or pad_w or is_exporting():  # exported: the padding depends on the input size
         x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
     Hp, Wp = H + pad_h, W + pad_w
     x = x.view(B, Hp // window_size, window_size, Wp // window_size, window_size, C)
@@ -28,6 +30,6 @@ def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple
     C = windows.shape[-1]
     x = windows.view(-1, Hp // window_size, Wp // window_size, window_size, window_size, C)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)
-    if (Hp, Wp) != (H, W) or torch.compiler.is_exporting():
+    if (Hp, Wp) != (H, W) or is_exporting():
         return x[:, :H, :W].contiguous()
     return x
