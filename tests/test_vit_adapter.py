@@ -418,7 +418,11 @@ def test_config_builds_and_has_its_baseline_twin(name):
     cfg = Config.fromfile(ROOT / 'configs' / name)
     assert_baseline_twin(cfg, Config.fromfile(ROOT / 'configs' / name.replace('.py', '_add.py')))
     backbone = LaPEViTAdapter(**{k: v for k, v in cfg.model.backbone.items() if k not in ('type', 'init_cfg')})
-    inputs = cfg.model.neck.in_channels if cfg.model.type == 'MaskRCNN' else cfg.model.decode_head.in_channels
+    if cfg.model.type == 'MaskRCNN':
+        inputs = cfg.model.neck.in_channels
+    else:  # UPerNet takes the four maps as they are, without the plain ViT's MultiLevelNeck
+        inputs = cfg.model.decode_head.in_channels
+        assert cfg.model.get('neck') is None
     assert list(inputs) == [backbone.embed_dims] * 4
     if 'tiny' in name:
         assert isinstance(_build(cfg).backbone, LaPEViTAdapter)
