@@ -13,23 +13,6 @@ from .window import window_partition, window_unpartition
 WINDOW_PADS = ('input', 'qkv')
 
 
-def qkv_padded_window_attention(attn: Attention, y: torch.Tensor, hw: tuple[int, int],
-                                window_size: int) -> torch.Tensor:
-    """timm ``attn`` on ``y`` ``[B, h*w, C]`` inside windows, ViT-Adapter style: q, k and v (not
-    ``y``) are zero-padded to whole windows, so a padded key has logit 0 and value 0."""
-    B, N, C = y.shape
-    qkv, padded_hw = window_partition(attn.qkv(y).view(B, hw[0], hw[1], 3 * C), window_size)
-    q, k, v = qkv.view(qkv.shape[0], -1, 3, attn.num_heads, attn.head_dim).permute(2, 0, 3, 1, 4)
-    out = F.scaled_dot_product_attention(attn.q_norm(q), attn.k_norm(k), v,
-                                         dropout_p=attn.attn_drop.p if attn.training else 0.)
-    out = window_unpartition(out.transpose(1, 2).flatten(2), window_size, padded_hw, hw)
-    return attn.proj_drop(attn.proj(attn.norm(out.reshape(B, N, C))))
-
-# fx leaves: the padding depends on concrete sizes.
-torch.fx.wrap('window_partition')
-torch.fx.wrap('window_unpartition')
-
-
 class LaPEBlock(nn.Module):
     """Pre-norm ViT block whose attention input can receive a per-layer position embedding.
 
@@ -87,8 +70,21 @@ class LaPEBlock(nn.Module):
         if self.window_size == 0:
             return self.attn(y)
         if self.window_pad == 'qkv':
-            return qkv_padded_window_attention(self.attn, y, hw, self.window_size)
+            return self._qkv_padded_window_attention(y, hw)
         B, N, C = y.shape
         windows, padded_hw = window_partition(y.view(B, hw[0], hw[1], C), self.window_size)
         out = window_unpartition(self.attn(windows), self.window_size, padded_hw, hw)
         return out.reshape(B, N, C)
+
+    def _qkv_padded_window_attention(self, y: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """``attn`` inside windows, ViT-Adapter style: q, k and v (not ``y``) are zero-padded to
+        whole windows, so a padded key has logit 0 and value 0."""
+        B, N, C = y.shape
+        qkv = self.attn.qkv(y).view(B, hw[0], hw[1], 3 * C)
+        qkv, padded_hw = window_partition(qkv, self.window_size)
+        qkv = qkv.view(qkv.shape[0], -1, 3, self.attn.num_heads, self.attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(self.attn.q_norm(q), self.attn.k_norm(k), v,
+                                             dropout_p=self.attn.attn_drop.p if self.training else 0.)
+        out = window_unpartition(out.transpose(1, 2).flatten(2), self.window_size, padded_hw, hw)
+        return self.attn.proj_drop(self.attn.proj(self.attn.norm(out.reshape(B, N, C))))
