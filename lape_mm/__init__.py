@@ -6,7 +6,7 @@ from . import engine  # noqa: F401  (registers optim wrapper, constructor, hooks
 from .checkpoint import register_safe_globals
 from .checkpoint.safe_load import use_safe_local_loader
 from .engine import patch_mmcv_cpu_amp_ops, use_atomic_local_backend
-from .models import LaPEViT, LaPEVisionTransformer
+from .models import LaPEViT, LaPEViTAdapter, LaPEVisionTransformer
 
 register_safe_globals()
 use_safe_local_loader()
@@ -14,4 +14,4 @@ use_atomic_local_backend()
 patch_mmcv_cpu_amp_ops()
 
 __version__ = '0.1.0'
-__all__ = ['LaPEViT', 'LaPEVisionTransformer', '__version__']
+__all__ = ['LaPEViT', 'LaPEViTAdapter', 'LaPEVisionTransformer', '__version__']

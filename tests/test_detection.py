@@ -19,7 +19,7 @@ from lape_mm.models.necks import SimpleFPN
 
 from conftest import ROOT, assert_baseline_twin, run_tool, tiny_vit_kwargs
 
-DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*.py') if not p.name.endswith('_add.py'))
+DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*simplefpn*.py') if not p.name.endswith('_add.py'))
 BASE = 'configs/mask_rcnn_lape_vit_b_simplefpn_coco.py'
 TINY = 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py'
 

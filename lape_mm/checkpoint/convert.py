@@ -85,6 +85,16 @@ def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
     ]))
 
 
+def convert_vit_adapter(state_dict: StateDict) -> StateDict:
+    """ViT-Adapter backbones (czczup/ViT-Adapter, mmdet 2.x / mmseg 0.x, or lape_mm's own): the
+    original's layer scale ``blocks.{i}.gamma{1,2}`` is timm's ``ls{1,2}.gamma``, and its ConvFFN
+    nests the depth-wise conv one module deeper (``ffn.dwconv.dwconv``)."""
+    return _rename(state_dict, [
+        (r'^blocks\.(\d+)\.gamma([12])$', r'blocks.\1.ls\2.gamma'),
+        (r'\.ffn\.dwconv\.dwconv\.', '.ffn.dwconv.'),
+    ])
+
+
 def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
     """The tensors of a checkpoint file: inside ``state_dict``/``model``, without wrapper prefixes."""
     state_dict = checkpoint
@@ -110,7 +120,9 @@ def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
 
 
 def detect_format(state_dict: StateDict) -> str:
-    """'timm' (timm, DeiT, LaPE authors, lape_mm), 'mmseg' or 'mmpretrain'."""
+    """'vit_adapter', 'timm' (timm, DeiT, LaPE authors, lape_mm), 'mmseg' or 'mmpretrain'."""
+    if any(k.startswith(('spm.', 'interactions.')) for k in state_dict):
+        return 'vit_adapter'
     if any(k.startswith('blocks.') for k in state_dict):
         return 'timm'
     if any(re.match(r'layers\.\d+\.attn\.attn\.in_proj_weight', k) for k in state_dict):
@@ -119,10 +131,11 @@ def detect_format(state_dict: StateDict) -> str:
         return 'mmpretrain'
     sample = ', '.join(sorted(state_dict)[:5])
     raise CheckpointError(f'unrecognised checkpoint format (first keys: {sample}); supported: timm/DeiT, '
-                          f'LaPE authors, mmseg and mmpretrain VisionTransformer, lape_mm')
+                          f'LaPE authors, mmseg and mmpretrain VisionTransformer, ViT-Adapter, lape_mm')
 
 
-CONVERTERS = {'timm': convert_timm, 'mmseg': convert_mmseg_vit, 'mmpretrain': convert_mmpretrain_vit}
+CONVERTERS = {'vit_adapter': convert_vit_adapter, 'timm': convert_timm, 'mmseg': convert_mmseg_vit,
+              'mmpretrain': convert_mmpretrain_vit}
 
 
 def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[StateDict, str]:

@@ -1,5 +1,5 @@
 from . import necks  # noqa: F401  (registers necks)
-from .backbones import LaPEViT
+from .backbones import LaPEViT, LaPEViTAdapter
 from .classifiers import LaPEVisionTransformer
 
-__all__ = ['LaPEViT', 'LaPEVisionTransformer']
+__all__ = ['LaPEViT', 'LaPEViTAdapter', 'LaPEVisionTransformer']

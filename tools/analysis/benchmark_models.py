@@ -2,7 +2,8 @@
 
 Backbones: LaPEViT with pe_join 'lape' and 'add', mmseg's ``VisionTransformer`` and timm's
 ``VisionTransformer`` (through ``forward_intermediates``), all of one width/depth and returning
-NCHW maps at the same ``out_indices``. Segmentors: whole UPerNets built from configs.
+NCHW maps at the same ``out_indices``; and ViT-Adapter (``LaPEViTAdapter``, 'lape' and 'add') in
+its COCO setting, whose four maps are at strides 4 to 32. Segmentors: whole UPerNets built from configs.
 """
 from __future__ import annotations
 
@@ -12,12 +13,12 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from lape_mm.models.backbones import ARCH_ZOO, LaPEViT
+from lape_mm.models.backbones import ARCH_ZOO, LaPEViT, LaPEViTAdapter
 from .build import build_model, load_config
 from .flops import TensorForward
 from .inputs import dummy_data_samples
 
-BACKBONES = ('lape', 'add', 'timm', 'mmseg', 'lape-cp')
+BACKBONES = ('lape', 'add', 'timm', 'mmseg', 'lape-cp', 'adapter-lape', 'adapter-add')
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
@@ -62,6 +63,11 @@ def build_backbone(name: str, arch: str, depth: int | None, size: tuple[int, int
     if name in ('lape', 'add', 'lape-cp'):
         return LaPEViT(arch=arch, num_layers=depth, img_size=size, pe_join='add' if name == 'add' else 'lape',
                        out_indices=out_indices, with_cp=name == 'lape-cp')
+    if name.startswith('adapter-'):  # the COCO config's adapter: windows of 14, global attention at out_indices
+        stages = [[first, last] for first, last in zip((0,) + tuple(i + 1 for i in out_indices[:-1]), out_indices)]
+        return LaPEViTAdapter(arch=arch, num_layers=depth, img_size=size, pe_join=name.split('-')[1],
+                              window_size=14, global_attn_indexes=out_indices, layer_scale=True,
+                              interaction_indexes=stages, adapter_norm_cfg=dict(type='BN'))
     if name == 'timm':
         from timm.models.vision_transformer import VisionTransformer
         vit = VisionTransformer(img_size=size, patch_size=16, embed_dim=dims['embed_dims'], depth=depth,

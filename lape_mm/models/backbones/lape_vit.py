@@ -64,7 +64,8 @@ class LaPEViT(BaseModule):
     resized to each input's grid. Returns a tuple of ``[B, C, H/p, W/p]`` maps, one per
     ``out_indices`` entry (each ``[map, cls_token]`` when ``output_cls_token``), like mmseg's
     ``VisionTransformer``. ``window_size > 0`` turns every block not in ``global_attn_indexes``
-    into windowed attention (ViTDet), which needs ``with_cls_token=False``.
+    into windowed attention (ViTDet), which needs ``with_cls_token=False``; ``window_pad`` and
+    ``layer_scale_init`` go to every block (see :class:`LaPEBlock`).
 
     Inference (eval mode, no autograd) keeps two caches: the per-layer PEs of each input grid
     and, under autocast, the blocks' linear weights in the autocast dtype (see
@@ -103,6 +104,8 @@ class LaPEViT(BaseModule):
                  pad_to_patch: bool = False,
                  window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (),
+                 window_pad: str = 'input',
+                 layer_scale_init: float | None = None,
                  autocast_weight_cache: bool = True,
                  pretrained: str | None = None,
                  init_cfg: dict | None = None):
@@ -140,7 +143,7 @@ class LaPEViT(BaseModule):
             if not 0 <= i < self.num_layers:
                 raise ValueError(f'global_attn_indexes entry {i} is out of range for {self.num_layers} layers')
 
-        norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
+        self.norm_cfg = norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
         norm_layer = lambda dim: build_norm_layer(norm_cfg, dim)[1]  # noqa: E731
         self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_channels,
                                       embed_dim=self.embed_dims, output_fmt='NCHW', strict_img_size=False,
@@ -155,7 +158,8 @@ class LaPEViT(BaseModule):
             LaPEBlock(self.embed_dims, num_heads, norm_layer, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                       drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
                       with_pe_norm=pe_join.startswith('lape') and pe_type != 'none',
-                      window_size=0 if i in global_attn_indexes else window_size)
+                      window_size=0 if i in global_attn_indexes else window_size, window_pad=window_pad,
+                      layer_scale_init=layer_scale_init)
             for i in range(self.num_layers))
         self.norm = norm_layer(self.embed_dims) if final_norm else nn.Identity()
         # Per-resolution PEs of every block, reused in eval mode (see pos_embed_terms).

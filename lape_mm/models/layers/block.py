@@ -5,13 +5,12 @@ from typing import Optional, Tuple
 
 import torch
 import torch.nn as nn
-from timm.layers import Attention, DropPath, Mlp
+import torch.nn.functional as F
+from timm.layers import Attention, DropPath, LayerScale, Mlp
 
 from .window import window_partition, window_unpartition
 
-# fx leaves: the padding depends on concrete sizes.
-torch.fx.wrap('window_partition')
-torch.fx.wrap('window_unpartition')
+WINDOW_PADS = ('input', 'qkv')
 
 
 class LaPEBlock(nn.Module):
@@ -21,12 +20,14 @@ class LaPEBlock(nn.Module):
     ``mlp.fc1``, ``mlp.fc2``) plus ``pe_norm``, the block's own LayerNorm for the PE, so the
     authors' checkpoints load as they are. With ``window_size > 0`` attention runs inside
     non-overlapping windows of the patch grid (ViTDet); the PE is added before partitioning so
-    each window keeps its absolute positions.
+    each window keeps its absolute positions. A grid the windows do not tile is padded: the
+    block's normalized input (``window_pad='input'``, ViTDet) or q, k and v (``'qkv'``,
+    ViT-Adapter). ``layer_scale_init`` adds timm's LayerScale to both branches (``ls1``, ``ls2``).
     """
 
     def __init__(self, dim: int, num_heads: int, norm_layer, mlp_ratio: float = 4., qkv_bias: bool = True,
                  drop: float = 0., attn_drop: float = 0., drop_path: float = 0., with_pe_norm: bool = False,
-                 window_size: int = 0):
+                 window_size: int = 0, window_pad: str = 'input', layer_scale_init: Optional[float] = None):
         super().__init__()
         self.norm1 = norm_layer(dim)
         self.attn = Attention(dim, num_heads=num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=drop)
@@ -35,6 +36,11 @@ class LaPEBlock(nn.Module):
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), drop=drop)
         self.pe_norm = norm_layer(dim) if with_pe_norm else None
         self.window_size = window_size
+        if window_pad not in WINDOW_PADS:
+            raise ValueError(f'unknown window_pad={window_pad!r}; choose one of {WINDOW_PADS}')
+        self.window_pad = window_pad
+        scale = (lambda: LayerScale(dim, layer_scale_init)) if layer_scale_init is not None else nn.Identity
+        self.ls1, self.ls2 = scale(), scale()
 
     def forward(self, x: torch.Tensor, pe: Optional[torch.Tensor] = None,
                 hw: Tuple[int, int] = (0, 0)) -> torch.Tensor:
@@ -43,8 +49,8 @@ class LaPEBlock(nn.Module):
         y = self.norm1(x)
         if pe is not None:
             y = y + pe
-        x = x + self.drop_path(self._attention(y, hw))
-        return x + self.drop_path(self.mlp(self.norm2(x)))
+        x = x + self.drop_path(self.ls1(self._attention(y, hw)))
+        return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
     def normalize_pe(self, pe: torch.Tensor) -> torch.Tensor:
         """``pe_norm(pe)`` with a finite gradient: no gradient flows back into PE slots that the norm
@@ -63,7 +69,22 @@ class LaPEBlock(nn.Module):
     def _attention(self, y: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
         if self.window_size == 0:
             return self.attn(y)
+        if self.window_pad == 'qkv':
+            return self._qkv_padded_window_attention(y, hw)
         B, N, C = y.shape
         windows, padded_hw = window_partition(y.view(B, hw[0], hw[1], C), self.window_size)
         out = window_unpartition(self.attn(windows), self.window_size, padded_hw, hw)
         return out.reshape(B, N, C)
+
+    def _qkv_padded_window_attention(self, y: torch.Tensor, hw: Tuple[int, int]) -> torch.Tensor:
+        """``attn`` inside windows, ViT-Adapter style: q, k and v (not ``y``) are zero-padded to
+        whole windows, so a padded key has logit 0 and value 0."""
+        B, N, C = y.shape
+        qkv = self.attn.qkv(y).view(B, hw[0], hw[1], 3 * C)
+        qkv, padded_hw = window_partition(qkv, self.window_size)
+        qkv = qkv.view(qkv.shape[0], -1, 3, self.attn.num_heads, self.attn.head_dim).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        out = F.scaled_dot_product_attention(self.attn.q_norm(q), self.attn.k_norm(k), v,
+                                             dropout_p=self.attn.attn_drop.p if self.training else 0.)
+        out = window_unpartition(out.transpose(1, 2).flatten(2), self.window_size, padded_hw, hw)
+        return self.attn.proj_drop(self.attn.proj(self.attn.norm(out.reshape(B, N, C))))

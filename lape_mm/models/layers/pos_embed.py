@@ -76,7 +76,9 @@ def resize_pos_embed(pos_embed: torch.Tensor, new_grid: Tuple[int, int], old_gri
     prefix, grid_pe = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]
     copies, _, dim = grid_pe.shape
     grid_pe = grid_pe.reshape(copies, old_grid[0], old_grid[1], dim).permute(0, 3, 1, 2)
-    grid_pe = F.interpolate(grid_pe.float(), size=[new_grid[0], new_grid[1]], mode='bicubic', align_corners=False)
+    # At least fp32 (bicubic has no half kernels on CPU); float64 stays float64 for exact checks.
+    grid_pe = F.interpolate(grid_pe.to(torch.promote_types(grid_pe.dtype, torch.float32)),
+                            size=[new_grid[0], new_grid[1]], mode='bicubic', align_corners=False)
     grid_pe = grid_pe.permute(0, 2, 3, 1).reshape(copies, -1, dim).to(pos_embed.dtype)
     return torch.cat([prefix, grid_pe], dim=1)
 
