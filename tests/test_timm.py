@@ -151,3 +151,11 @@ def test_torchscript(pe_join, pe_type):
     with torch.inference_mode():
         scripted_fx = torch.jit.script(_fx_model(model, train=False))
         assert torch.equal(next(iter(scripted_fx(img).values())), expected)
+
+
+def test_fx_with_padded_windows():
+    """Window attention on a grid the windows do not tile traces too (the padding is an fx leaf)."""
+    model = create(with_cls_token=False, global_pool='avg', window_size=3, global_attn_indexes=(3,)).eval()
+    img = torch.randn(1, 3, 128, 80)  # 8x5 tokens: windows of 3 need padding
+    with torch.inference_mode():
+        assert torch.equal(next(iter(_fx_model(model, train=False)(img).values())), model(img))

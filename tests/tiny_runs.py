@@ -54,8 +54,13 @@ MASK_RCNN = TinyRun('configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py',
                     lambda out: make_tiny_coco(out, num_train=8, num_val=3, seed=1), _det_options, 'epoch_1.pth')
 DEIT = TinyRun('configs/pretrain/lape_deit_tiny_tiny-imagenet.py',
                lambda out: make_tiny_imagenet(out, train_per_class=4, val_per_class=1), _cls_options, 'epoch_2.pth')
+ADAPTER = TinyRun('configs/mask_rcnn_lape_vit_adapter_t_fpn_tiny-coco_160.py',
+                  lambda out: make_tiny_coco(out, num_train=8, num_val=3, seed=1),
+                  lambda root: {**_det_options(root), 'model.backbone.num_layers': 4,
+                                'model.backbone.interaction_indexes': [[0, 0], [1, 1], [2, 2], [3, 3]],
+                                'model.backbone.global_attn_indexes': [3]}, 'epoch_1.pth')
 # One entry per model family; a new family is one line here.
-FAMILIES = {'upernet': UPERNET, 'segmenter': SEGMENTER, 'mask_rcnn': MASK_RCNN, 'deit': DEIT}
+FAMILIES = {'upernet': UPERNET, 'segmenter': SEGMENTER, 'mask_rcnn': MASK_RCNN, 'deit': DEIT, 'vit_adapter': ADAPTER}
 
 
 def cfg_options(options: dict) -> list[str]:

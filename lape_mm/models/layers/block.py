@@ -10,6 +10,10 @@ from timm.layers import Attention, DropPath, LayerScale, Mlp
 
 from .window import window_partition, window_unpartition
 
+# fx leaves: the padding depends on concrete sizes.
+torch.fx.wrap('window_partition')
+torch.fx.wrap('window_unpartition')
+
 WINDOW_PADS = ('input', 'qkv')
 
 
