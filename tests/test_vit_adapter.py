@@ -445,7 +445,7 @@ def test_coco_3x_config_is_vit_adapter_recipe():
 
 
 def test_cpu_launch_turns_the_adapter_sync_bn_into_bn():
-    from lape_mm.engine.launch import replace_sync_bn
+    from tools.launch import replace_sync_bn
     cfg = Config.fromfile(ROOT / 'configs' / COCO_3X)
     assert cfg.model.backbone.adapter_norm_cfg.type == 'SyncBN'
     replace_sync_bn(cfg.model)
@@ -466,7 +466,7 @@ def _options(options: dict) -> list[str]:
 def test_tiny_detection_trains_and_evaluates(tmp_path):
     """The tiny config (4 blocks) through tools/train.py on CPU: SyncBN becomes BN, training runs,
     and the validation computes COCO box and mask AP."""
-    from lape_mm.datasets.tiny_coco import make_tiny_coco
+    from tools.tiny_data import make_tiny_coco
     root = make_tiny_coco(tmp_path / 'coco', num_train=8, num_val=3, seed=1)
     ann = f'{root}/annotations/instances_val2017.json'
     out = run_tool('tools/train.py', TINY_COCO, '--work-dir', str(tmp_path / 'work'), *_options({
