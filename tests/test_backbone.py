@@ -155,19 +155,35 @@ def test_pad_to_patch():
     assert model(torch.randn(1, 3, 50, 70))[0].shape == (1, 64, 4, 5)
 
 
-def test_eval_pe_cache_is_used_and_invalidated():
+def test_eval_forward_follows_pe_updates():
     model = LaPEViT(**tiny_vit_kwargs()).eval()
     img = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         first = model(img)[0]
-        assert len(model._pe_cache) == 1
         assert torch.equal(model(img)[0], first)
-        model.blocks[1].pe_norm.weight.mul_(2)  # as an optimizer step would: cache must not be stale
+        model.blocks[1].pe_norm.weight.mul_(2)  # as an optimizer step would: nothing may be stale
         changed = model(img)[0]
     assert not torch.allclose(changed, first)
     torch.testing.assert_close(changed, reference_forward(model, img), atol=1e-5, rtol=1e-5)
-    model.train()
-    assert not model._pe_cache
+
+
+@pytest.mark.parametrize('pe_join', PE_JOINS)
+def test_blocks_take_the_pe_terms_one_at_a_time(pe_join):
+    """Running the blocks in chunks, passing the PE on, gives what the terms of pos_embed_terms give."""
+    pe_type = 'learnable' if pe_join == 'unshare' else 'sincos_2d'
+    model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).eval()
+    randomize_norms(model)
+    x, hw = model.embed(torch.randn(2, 3, 48, 64))
+    input_pe, block_pes = model.pos_embed_terms(hw)
+    expected = x if input_pe is None else x + input_pe
+    for blk, term in zip(model.blocks, block_pes):
+        if pe_join in ('share', 'unshare'):
+            expected, term = expected + term, None
+        expected = blk(expected, term, hw)
+    x, pe = model.join_input_pe(x, hw)
+    for start in range(model.num_layers):
+        x, pe = model.forward_blocks(x, hw, pe, start, start + 1)
+    torch.testing.assert_close(x, expected, atol=0, rtol=0)
 
 
 def _autocast_forward(model: LaPEViT, img: torch.Tensor, inference: bool) -> torch.Tensor:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import warnings
-from collections import OrderedDict
 from typing import List, Optional, Sequence, Tuple
 
 import torch
@@ -11,11 +10,10 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from timm.layers import PatchEmbed, trunc_normal_
+from timm.layers import PatchEmbed, to_2tuple, trunc_normal_
 from torch.func import functional_call
-from torch.nn.modules.utils import _pair
 
-from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, build_fixed_pos_embed, resize_pos_embed
+from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed, resize_pos_embed
 
 PE_JOINS = ('lape', 'lape_independent', 'add', 'share', 'unshare')
 ARCH_ZOO = {
@@ -67,11 +65,10 @@ class LaPEViT(BaseModule):
     into windowed attention (ViTDet), which needs ``with_cls_token=False``; ``window_pad`` and
     ``layer_scale_init`` go to every block (see :class:`LaPEBlock`).
 
-    Inference (eval mode, no autograd) keeps two caches: the per-layer PEs of each input grid
-    and, under autocast, the blocks' linear weights in the autocast dtype (see
-    :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its bf16 speed-up for
-    the low-precision weight copy it holds between calls). Both are keyed on the tensors'
-    versions, so a weight update invalidates them, and ``train()`` (so ``eval()`` too) drops them.
+    The per-layer PE terms are made one block at a time (:meth:`block_pos_embed`). Inference under
+    autocast keeps the blocks' linear weights in the autocast dtype between calls (see
+    :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its speed-up for the
+    memory); ``train()`` (so ``eval()`` too) drops them.
     """
 
     num_prefix_tokens = 1  # the PE always stores a cls slot, so DeiT/timm/mmseg checkpoints fit
@@ -121,7 +118,7 @@ class LaPEViT(BaseModule):
         if window_size and with_cls_token:
             raise ValueError('window attention works on patch tokens only: set with_cls_token=False '
                              'when window_size > 0')
-        self.img_size = _pair(img_size)
+        self.img_size = to_2tuple(img_size)
         if self.img_size[0] % patch_size or self.img_size[1] % patch_size:
             raise ValueError(f'img_size={self.img_size} is not a multiple of patch_size={patch_size}: the PE '
                              f'grid would drop the remainder; use a multiple, e.g. '
@@ -162,8 +159,6 @@ class LaPEViT(BaseModule):
                       layer_scale_init=layer_scale_init)
             for i in range(self.num_layers))
         self.norm = norm_layer(self.embed_dims) if final_norm else nn.Identity()
-        # Per-resolution PEs of every block, reused in eval mode (see pos_embed_terms).
-        self._pe_cache: OrderedDict = OrderedDict()
         self._weight_casts = AutocastWeightCache() if autocast_weight_cache else None
         self._init_params()
         self._freeze_stages()
@@ -245,7 +240,6 @@ class LaPEViT(BaseModule):
     def train(self, mode: bool = True):
         super().train(mode)
         self._freeze_stages()
-        self._pe_cache.clear()
         if self._weight_casts is not None:
             self._weight_casts.clear()
         return self
@@ -262,110 +256,90 @@ class LaPEViT(BaseModule):
             return torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1), hw
         return x.contiguous(), hw
 
-    def _inference_caches_usable(self) -> bool:
-        """Eval mode without autograd, and not traced, compiled or exported (which must see the ops)."""
-        return not (self.training or torch.is_grad_enabled() or torch.jit.is_tracing()
-                    or torch.fx._symbolic_trace.is_fx_tracing()
-                    or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
-
-    def pos_embed_terms(self, hw: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
-        """PE terms for a token grid: ``(input_pe, block_pes)``, each PE ``[1, T, C]`` for ``embed``'s tokens.
-
-        ``input_pe`` ('add') is added once to the tokens before block 0. ``block_pes[l]`` goes to
-        block l: into the residual stream before it ('share': the same PE, 'unshare': its own)
-        or into its normalized attention input ('lape': ``p_l = pe_norm_l(p_{l-1})``,
-        'lape_independent': ``pe_norm_l(pe)``). Each PE has batch size 1, so this costs O(N*C)
-        per layer whatever the batch. In inference the result is cached per grid; the key holds
-        the PE tensors' versions, so an optimizer step or ``load_state_dict`` invalidates it.
-        """
-        if torch.jit.is_scripting():
-            return self._compute_pos_embed_terms(hw)
-        else:
-            if self._inference_caches_usable():
-                return self._cached_pos_embed_terms(hw)
-            return self._compute_pos_embed_terms(hw)
-
-    def _cached_pos_embed_terms(self, hw: Tuple[int, int]):
-        key = (hw, self.pos_embed.device, self.pos_embed.dtype, self._pe_versions()) \
-            if self.pos_embed is not None else hw
-        if key not in self._pe_cache:
-            self._pe_cache[key] = self._compute_pos_embed_terms(hw)
-            while len(self._pe_cache) > 4:  # a few input sizes (e.g. multi-scale tests)
-                self._pe_cache.popitem(last=False)
-        self._pe_cache.move_to_end(key)
-        return self._pe_cache[key]
-
-    def _compute_pos_embed_terms(self, hw: Tuple[int, int]
-                                 ) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
-        block_pes: List[Optional[torch.Tensor]] = []
+    def grid_pos_embed(self, hw: Tuple[int, int]) -> Optional[torch.Tensor]:
+        """The PE resized to an ``hw`` token grid: ``[copies, T, C]`` for ``embed``'s tokens, or None."""
         pe = self.pos_embed
         if pe is None:
-            for _ in range(self.num_layers):
-                block_pes.append(None)
-            return None, block_pes
+            return None
         pe = resize_pos_embed(pe, hw, self.patch_grid, self.num_prefix_tokens)
-        if self.cls_token is None:
-            pe = pe[:, self.num_prefix_tokens:]
+        return pe if self.cls_token is not None else pe[:, self.num_prefix_tokens:]
+
+    def join_input_pe(self, x: torch.Tensor, hw: Tuple[int, int]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Tokens from :meth:`embed` with the input PE added ('add' only), and the PE that reaches
+        block 0 (None for 'add' and 'none')."""
+        pe = self.grid_pos_embed(hw)
+        if pe is not None and self.pe_join == 'add':
+            return x + pe, None
+        return x, pe
+
+    def block_pos_embed(self, i: int, blk: PENormalizer, pe: Optional[torch.Tensor]
+                        ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Block ``i``'s PE term, from the PE ``pe`` that reaches it, and the PE passed on to block i+1.
+
+        'lape': ``p_l = pe_norm_l(p_{l-1})``, both the term and what is passed on;
+        'lape_independent': ``pe_norm_l(pe)``; 'share': ``pe`` itself; 'unshare': block l's own PE.
+        The LaPE terms go into the block's normalized attention input, the others into the residual
+        stream (see :meth:`forward_blocks`). Each PE has batch size 1: O(N*C) per layer whatever the batch.
+        """
+        if pe is None:
+            return None, None
+        if self.pe_join == 'lape':
+            pe = blk.normalize_pe(pe)
+            return pe, pe
+        if self.pe_join == 'lape_independent':
+            return blk.normalize_pe(pe), pe
+        if self.pe_join == 'unshare':
+            return pe[i:i + 1], pe
+        return pe, pe  # 'share'
+
+    def pos_embed_terms(self, hw: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
+        """Every PE term for a token grid at once, for analysis: ``(input_pe, block_pes)``.
+
+        ``input_pe`` ('add') is added to the tokens before block 0; ``block_pes[l]`` is block l's
+        term from :meth:`block_pos_embed`. The forward takes the terms one block at a time instead,
+        so inference never holds all of them.
+        """
+        pe = self.grid_pos_embed(hw)
         if self.pe_join == 'add':
-            for _ in range(self.num_layers):
-                block_pes.append(None)
-            return pe, block_pes
-        p = pe
+            return pe, [None] * self.num_layers
+        block_pes: List[Optional[torch.Tensor]] = []
         for i, blk in enumerate(self.blocks):
-            if self.pe_join == 'share':
-                block_pes.append(pe)
-            elif self.pe_join == 'unshare':
-                block_pes.append(pe[i:i + 1])
-            elif self.pe_join == 'lape_independent':
-                block_pes.append(blk.normalize_pe(pe))
-            else:  # 'lape': progressive, p_l = LN_l(p_{l-1})
-                p = blk.normalize_pe(p)
-                block_pes.append(p)
+            term, pe = self.block_pos_embed(i, blk, pe)
+            block_pes.append(term)
         return None, block_pes
 
-    def _pe_versions(self) -> tuple[int, ...]:
-        params = [self.pos_embed] + [p for blk in self.blocks if blk.pe_norm is not None
-                                     for p in blk.pe_norm.parameters()]
-        return tuple(p._version for p in params)
+    def forward_blocks(self, x: torch.Tensor, hw: Tuple[int, int], pe: Optional[torch.Tensor],
+                       start: int = 0, stop: Optional[int] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Run ``blocks[start:stop]`` on tokens ``x`` ``[B, T, C]`` of an ``hw`` grid.
 
-    def _weight_casts_for(self, x: torch.Tensor) -> Optional[list]:
-        """The blocks' linear weights in the autocast dtype, in inference under autocast."""
-        if self._weight_casts is None or not self._inference_caches_usable():
-            return None
-        device_type = x.device.type
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return self._weight_casts.get(self.blocks, torch.get_autocast_dtype(device_type))
-
-    def forward_blocks(self, x: torch.Tensor, hw: Tuple[int, int], block_pes: List[Optional[torch.Tensor]],
-                       start: int = 0, stop: Optional[int] = None) -> torch.Tensor:
-        """Run ``blocks[start:stop]`` on tokens ``x`` ``[B, T, C]``, each with its PE term from
-        :meth:`pos_embed_terms`. The final ``norm`` is not applied."""
+        ``pe`` is the PE that reaches block ``start``: :meth:`join_input_pe`'s for block 0, the
+        second output of this method for a later ``start``. Returns the tokens after the last
+        block run (before the final ``norm``) and the PE that reaches block ``stop``.
+        """
         stop = self.num_layers if stop is None else stop
         if torch.jit.is_scripting():
             weight_casts = None
         else:
-            weight_casts = self._weight_casts_for(x)
+            weight_casts = None if self._weight_casts is None else self._weight_casts.for_inference(self.blocks, x)
         for i, blk in enumerate(self.blocks):
             if start <= i < stop:
-                pe = block_pes[i]
-                if self.pe_join == 'share' or self.pe_join == 'unshare':  # into the residual stream
-                    if pe is not None:
-                        x = x + pe
-                    pe = None
+                term, pe = self.block_pos_embed(i, blk, pe)
+                if term is not None and (self.pe_join == 'share' or self.pe_join == 'unshare'):
+                    x = x + term  # into the residual stream
+                    term = None
                 if torch.jit.is_scripting():
-                    x = blk(x, pe, hw)
+                    x = blk(x, term, hw)
                 else:
-                    x = self._run_block(i, blk, x, pe, hw, weight_casts)
-        return x
+                    x = self._run_block(blk, x, term, hw, None if weight_casts is None else weight_casts[i])
+        return x, pe
 
-    def _run_block(self, i: int, blk: nn.Module, x: torch.Tensor, pe: Optional[torch.Tensor],
-                   hw: Tuple[int, int], weight_casts: Optional[list]) -> torch.Tensor:
+    def _run_block(self, blk: nn.Module, x: torch.Tensor, pe: Optional[torch.Tensor], hw: Tuple[int, int],
+                   weight_casts: Optional[dict]) -> torch.Tensor:
         """One block, with activation checkpointing in training or the cached weight casts in inference."""
         if self.with_cp and self.training and x.requires_grad:
             return cp.checkpoint(blk, x, pe, hw, use_reentrant=False)
         if weight_casts is not None:
-            return functional_call(blk, weight_casts[i], (x, pe, hw))
+            return functional_call(blk, weight_casts, (x, pe, hw))
         return blk(x, pe, hw)
 
     def forward_tokens(self, img: torch.Tensor, indices: Optional[List[int]] = None, stop: Optional[int] = None
@@ -374,9 +348,7 @@ class LaPEViT(BaseModule):
         block run (before the final ``norm``), the tokens after each block in ``indices`` (in
         block order), and the grid."""
         x, hw = self.embed(img)
-        input_pe, block_pes = self.pos_embed_terms(hw)
-        if input_pe is not None:
-            x = x + input_pe
+        x, pe = self.join_input_pe(x, hw)
         x = self.pos_drop(x)
         intermediates: List[torch.Tensor] = []
         take: List[int] = [] if indices is None else list(indices)
@@ -384,10 +356,10 @@ class LaPEViT(BaseModule):
         start = 0
         for i in take:  # run the blocks up to each requested output in one call
             if i >= start:  # (a repeated index is taken once)
-                x = self.forward_blocks(x, hw, block_pes, start, i + 1)
+                x, pe = self.forward_blocks(x, hw, pe, start, i + 1)
                 intermediates.append(x)
                 start = i + 1
-        x = self.forward_blocks(x, hw, block_pes, start, stop)
+        x, _ = self.forward_blocks(x, hw, pe, start, stop)
         return x, intermediates, hw
 
     def tokens_to_map(self, tokens: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-from functools import partial
 from typing import Sequence
 
 import torch
@@ -138,15 +137,14 @@ class LaPEViTAdapter(LaPEViT):
         c1, *pyramid = self.spm(img)
         c = torch.cat([level + embed for level, embed in zip(pyramid, self.level_embed)], dim=1)
         x, hw = self.embed(img)
-        input_pe, block_pes = self.pos_embed_terms(hw)
-        if input_pe is not None:
-            x = x + input_pe
+        x, pe = self.join_input_pe(x, hw)
         x = self.pos_drop(x)
         injector_inputs, extractor_inputs = deform_inputs(hw, img.device)
         stage_tokens = []
-        for layer, (first, last) in zip(self.interactions, self.interaction_indexes):
-            run_blocks = partial(self.forward_blocks, hw=hw, block_pes=block_pes, start=first, stop=last + 1)
-            x, c = layer(x, c, run_blocks, injector_inputs, extractor_inputs, hw)
+        for interaction, (first, last) in zip(self.interactions, self.interaction_indexes):
+            x = interaction.inject(x, c, injector_inputs)
+            x, pe = self.forward_blocks(x, hw, pe, first, last + 1)
+            c = interaction.extract(c, x, extractor_inputs, hw)
             stage_tokens.append(x)
         c2, c3, c4 = split_pyramid(c, hw)
         maps = [self.up(c2) + c1, c2, c3, c4]

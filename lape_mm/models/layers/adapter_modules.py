@@ -152,8 +152,9 @@ class Extractor(nn.Module):
 
 
 class InteractionBlock(nn.Module):
-    """One stage: inject the pyramid into the ViT tokens, run the stage's ViT blocks, extract
-    the result back into the pyramid (the last stage with two extra extractors)."""
+    """The adapter around one stage of ViT blocks: ``inject`` the pyramid into the ViT tokens before
+    the stage, ``extract`` the result back into the pyramid after it (the last stage with two extra
+    extractors)."""
 
     def __init__(self, dim: int, num_heads: int, num_points: int, ratio: float,
                  norm_layer: Callable[[int], nn.Module], init_values: float, with_cffn: bool,
@@ -171,11 +172,12 @@ class InteractionBlock(nn.Module):
             return cp.checkpoint(module, *args, use_reentrant=False)
         return module(*args)
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, run_blocks: Callable[[torch.Tensor], torch.Tensor],
-                injector_inputs: DeformInputs, extractor_inputs: DeformInputs, hw: tuple[int, int]
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x``: ViT tokens ``[B, h*w, C]``; ``c``: pyramid tokens ``[B, 21/4 * h*w, C]``."""
-        x = run_blocks(self._run(self.injector, x, c, injector_inputs))
+    def inject(self, x: torch.Tensor, c: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
+        """The pyramid ``c`` ``[B, 21/4 * h*w, C]`` added into the ViT tokens ``x`` ``[B, h*w, C]``."""
+        return self._run(self.injector, x, c, inputs)
+
+    def extract(self, c: torch.Tensor, x: torch.Tensor, inputs: DeformInputs, hw: tuple[int, int]) -> torch.Tensor:
+        """The stage's ViT tokens ``x`` written back into the pyramid ``c``."""
         for extractor in [self.extractor, *(self.extra_extractors or ())]:
-            c = self._run(extractor, c, x, extractor_inputs, hw)
-        return x, c
+            c = self._run(extractor, c, x, inputs, hw)
+        return c

@@ -1,6 +1,7 @@
 """The LaPE transformer block: ``x = x + drop_path(attn(norm1(x) + pe))``."""
 from __future__ import annotations
 
+import warnings
 from typing import Optional, Tuple
 
 import torch
@@ -15,6 +16,19 @@ torch.fx.wrap('window_partition')
 torch.fx.wrap('window_unpartition')
 
 WINDOW_PADS = ('input', 'qkv')
+
+
+class PENormalizer(nn.Module):
+    """A block as the backbone hands it to :meth:`LaPEViT.block_pos_embed` (TorchScript gives blocks
+    with and without ``pe_norm`` different types, so the argument is typed by this method alone)."""
+
+    def normalize_pe(self, pe: torch.Tensor) -> torch.Tensor:
+        pass
+
+
+with warnings.catch_warnings():  # torch 2.14 warns that TorchScript is deprecated, at every import
+    warnings.simplefilter('ignore', FutureWarning)
+    PENormalizer = torch.jit.interface(PENormalizer)
 
 
 class LaPEBlock(nn.Module):
@@ -56,6 +70,7 @@ class LaPEBlock(nn.Module):
         x = x + self.drop_path(self.ls1(self._attention(y, hw)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
 
+    @torch.jit.export  # TorchScript: called from the backbone, not from forward
     def normalize_pe(self, pe: torch.Tensor) -> torch.Tensor:
         """``pe_norm(pe)`` with a finite gradient: no gradient flows back into PE slots that the norm
         sees as constant (variance below its eps, e.g. the zero cls slot of a fixed table).

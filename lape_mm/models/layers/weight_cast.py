@@ -1,26 +1,43 @@
 """Linear-layer weights cast once to the autocast dtype, for repeated inference."""
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
+
+
+def is_plain_inference(module: nn.Module, x: torch.Tensor) -> bool:
+    """Eval mode without autograd, and not traced, compiled or exported (which must see every op)."""
+    return not (module.training or torch.is_grad_enabled() or isinstance(x, torch.fx.Proxy)
+                or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
 
 
 class AutocastWeightCache:
     """The weights and biases of each module's ``nn.Linear`` layers in a low-precision dtype.
 
     Autocast casts every fp32 weight of a linear layer to bf16/fp16 at every call: for ViT-B at
-    batch 1 on CPU that is about 10% of a bf16 forward. Between inference calls the weights do
-    not change, so the casts are kept, keyed on each tensor's version counter, storage and device:
-    an optimizer step, ``load_state_dict`` or ``.to()`` recasts them. The cost is one
-    low-precision copy of the linear weights (162 MiB for ViT-B in bf16) held between
-    calls; the peak of a call does not grow, as plain autocast makes the same casts per call.
-    Run a module with them through ``torch.func.functional_call(module, casts, args)``; autocast
-    leaves tensors that are already in its dtype as they are, so outputs are bit-identical.
+    batch 1 that is about 10% of a bf16 forward on a CPU with native bf16. Between inference calls
+    the weights do not change, so the casts are kept, keyed on each tensor's version counter,
+    storage and device: an optimizer step, ``load_state_dict`` or ``.to()`` recasts them. The cost
+    is one low-precision copy of the linear weights (162 MiB for ViT-B in bf16) held between calls;
+    the peak of a call does not grow, as plain autocast makes the same casts per call. Run a module
+    with them through ``torch.func.functional_call(module, casts, args)``; autocast leaves tensors
+    already in its dtype as they are, so outputs are bit-identical.
     """
 
     def __init__(self):
         self._key: tuple | None = None
         self._casts: list[dict[str, torch.Tensor]] = []
+
+    def for_inference(self, modules: nn.ModuleList, x: torch.Tensor) -> Optional[list[dict[str, torch.Tensor]]]:
+        """The casts for a call on ``x``: under autocast in plain inference, else None (use the weights)."""
+        if not is_plain_inference(modules, x):
+            return None
+        device_type = x.device.type
+        if not torch.is_autocast_enabled(device_type):
+            return None
+        return self.get(modules, torch.get_autocast_dtype(device_type))
 
     def get(self, modules: nn.ModuleList, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
         """For each module, ``{parameter name: cast tensor}`` of its linear layers."""
