@@ -146,7 +146,7 @@ def test_onnx_backbone_matches_pytorch_at_two_sizes(tmp_path, kwargs):
     model = LaPEViT(**tiny_vit_kwargs(num_layers=2, out_indices=(0, 1), img_size=48, **kwargs)).eval()
     randomize_norms(model)
     with torch.no_grad():
-        model(torch.randn(1, 3, 48, 48))  # fill the eval PE cache: export must not bake it in
+        model(torch.randn(1, 3, 48, 48))  # an eval call first: export must not bake in any state it leaves
     path = tmp_path / 'backbone.onnx'
     export_onnx(model, path, (48, 48))  # a 3x3 grid: whole windows, no padding
     for shape in [(1, 3, 48, 48), (2, 3, 64, 112)]:  # the PE grid; a resized, non-square, padded one

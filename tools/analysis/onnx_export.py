@@ -3,7 +3,7 @@
 We use the dynamo exporter (``torch.onnx.export(..., dynamo=True)``, torch.export underneath):
 H and W are declared as multiples of the patch size (``16 * Dim``), so the PE grid and its
 bicubic resize stay symbolic (``resize_pos_embed`` skips its same-grid shortcut while exporting,
-and LaPEViT's eval PE cache is bypassed). One op needs help: the stock translation of
+and LaPEViT's autocast weight cache is bypassed). One op needs help: the stock translation of
 ``adaptive_avg_pool2d`` (UPerNet's pyramid pooling) bakes gather indices for the example size and
 gives wrong results at other sizes, so :func:`adaptive_avg_pool2d_onnx` replaces it with
 per-cell ReduceMean over slices whose bounds are computed from the runtime shape.
