@@ -46,37 +46,28 @@ def convert_timm(state_dict: StateDict) -> StateDict:
     return state_dict
 
 
-_MM_COMMON = [
+OPENMMLAB_RULES = [
     (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
     (r'^layers\.(\d+)\.ln1\.', r'blocks.\1.norm1.'),
     (r'^layers\.(\d+)\.ln2\.', r'blocks.\1.norm2.'),
     (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
     (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
     (r'^ln1\.', 'norm.'),
+    # mmseg: nn.MultiheadAttention, whose in_proj packs q, k, v as timm's qkv does
+    (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
+    (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
+    (r'^layers\.(\d+)\.attn\.(qkv|proj)\.', r'blocks.\1.attn.\2.'),  # mmpretrain
 ]
 
 
-def _zero_patch_bias(state_dict: StateDict) -> StateDict:
-    """OpenMMLab ViTs default to a bias-free patch projection: a zero bias is the same layer."""
+def convert_openmmlab_vit(state_dict: StateDict) -> StateDict:
+    """mmseg and mmpretrain ``VisionTransformer`` (:func:`unwrap` moved mmpretrain's head to ``head.*``).
+    Their patch projection is bias-free by default: a zero bias is the same layer."""
+    state_dict = _rename(state_dict, OPENMMLAB_RULES)
     weight = state_dict.get('patch_embed.proj.weight')
     if weight is not None and 'patch_embed.proj.bias' not in state_dict:
         state_dict['patch_embed.proj.bias'] = weight.new_zeros(weight.shape[0])
     return state_dict
-
-
-def convert_mmseg_vit(state_dict: StateDict) -> StateDict:
-    """mmseg ``VisionTransformer``: nn.MultiheadAttention packs q, k, v as timm's ``qkv`` does."""
-    return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
-        (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
-        (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
-    ]))
-
-
-def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
-    """mmpretrain ``VisionTransformer`` (``layers.{i}.attn.qkv``; :func:`unwrap` moved its head to ``head.*``)."""
-    return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
-        (r'^layers\.(\d+)\.attn\.(qkv|proj)\.', r'blocks.\1.attn.\2.'),
-    ]))
 
 
 def convert_vit_adapter(state_dict: StateDict) -> StateDict:
@@ -127,8 +118,8 @@ def detect_format(state_dict: StateDict) -> str:
                           f'LaPE authors, mmseg and mmpretrain VisionTransformer, ViT-Adapter, lape_mm')
 
 
-CONVERTERS = {'vit_adapter': convert_vit_adapter, 'timm': convert_timm, 'mmseg': convert_mmseg_vit,
-              'mmpretrain': convert_mmpretrain_vit}
+CONVERTERS = {'vit_adapter': convert_vit_adapter, 'timm': convert_timm, 'mmseg': convert_openmmlab_vit,
+              'mmpretrain': convert_openmmlab_vit}
 
 
 def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[StateDict, str]:
