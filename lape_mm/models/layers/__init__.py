@@ -1,8 +1,7 @@
 from .block import LaPEBlock
-from .norm import LayerNorm2d
 from .pos_embed import PE_TYPES, build_fixed_pos_embed, infer_grid, resize_pos_embed
 from .weight_cast import AutocastWeightCache
 from .window import window_partition, window_unpartition
 
-__all__ = ['AutocastWeightCache', 'LaPEBlock', 'LayerNorm2d', 'PE_TYPES', 'build_fixed_pos_embed', 'infer_grid',
+__all__ = ['AutocastWeightCache', 'LaPEBlock', 'PE_TYPES', 'build_fixed_pos_embed', 'infer_grid',
            'resize_pos_embed', 'window_partition', 'window_unpartition']
