@@ -11,32 +11,10 @@ _base_ = [
     'mmdet::_base_/datasets/coco_instance.py',
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
+    './_base_/models/lape_vit_adapter_t.py',
 ]
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
-
-pretrained = 'pretrain/lape_deit_tiny_in1k.pth'
 model = dict(
-    backbone=dict(
-        _delete_=True,
-        type='LaPEViTAdapter',
-        arch='tiny',
-        img_size=224,  # the PE grid of the ImageNet checkpoint, resized to each input on the fly
-        patch_size=16,
-        pe_join='lape',
-        pe_type='learnable',
-        drop_path_rate=0.1,
-        window_size=14,
-        global_attn_indexes=(2, 5, 8, 11),
-        layer_scale=True,
-        adapter_norm_cfg=dict(type='SyncBN', requires_grad=True),  # BN on CPU (lape_mm's launcher)
-        conv_inplane=64,
-        n_points=4,
-        deform_num_heads=6,
-        init_values=0.,
-        cffn_ratio=0.25,
-        deform_ratio=1.0,
-        interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_base_.lape_vit_adapter_t, window_size=14, global_attn_indexes=(2, 5, 8, 11), init_values=0.),
     neck=dict(in_channels=[192, 192, 192, 192]))
 
 # DETR's augmentation (mmdet's detr config) with masks, then ViT-Adapter's 1024x1024 crop.

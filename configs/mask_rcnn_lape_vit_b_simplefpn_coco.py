@@ -18,7 +18,7 @@ custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 
 image_size = (1024, 1024)
 pretrained = 'pretrain/lape_deit_base_in1k.pth'
-norm_cfg = dict(type='LN2d', eps=1e-6)  # LayerNorm over channels, as ViTDet's neck and heads
+norm_cfg = dict(type='mmpretrain.LN2d', eps=1e-6)  # LayerNorm over channels, as ViTDet's neck and heads
 model = dict(
     # Training images are padded to 1024x1024 (normalized 0 = the mean colour), so the PE grid is
     # always 64x64; test images get the same square padding in test_pipeline.

@@ -10,33 +10,14 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    './_base_/models/lape_vit_adapter_t.py',
 ]
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 
 crop_size = (512, 512)
-pretrained = 'pretrain/lape_deit_tiny_in1k.pth'
 model = dict(
     pretrained=None,
     data_preprocessor=dict(size=crop_size, test_cfg=dict(size_divisor=32)),
-    backbone=dict(
-        _delete_=True,
-        type='LaPEViTAdapter',
-        arch='tiny',
-        img_size=224,  # the PE grid of the ImageNet checkpoint, resized to each input on the fly
-        patch_size=16,
-        pe_join='lape',
-        pe_type='learnable',
-        drop_path_rate=0.1,
-        layer_scale=True,
-        adapter_norm_cfg=dict(type='SyncBN', requires_grad=True),  # BN on CPU (lape_mm's launcher)
-        conv_inplane=64,
-        n_points=4,
-        deform_num_heads=6,
-        cffn_ratio=0.25,
-        deform_ratio=1.0,
-        interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]],
-        vit_features='stages',
-        init_cfg=dict(type='Pretrained', checkpoint=pretrained)),
+    backbone=dict(_base_.lape_vit_adapter_t, vit_features='stages'),
     decode_head=dict(in_channels=[192, 192, 192, 192], num_classes=150),
     auxiliary_head=dict(in_channels=192, num_classes=150),
     test_cfg=dict(mode='slide', crop_size=crop_size, stride=(341, 341)))

@@ -3,8 +3,7 @@
 ``custom_imports = dict(imports=['lape_mm'])`` in a config registers everything below.
 """
 from . import engine  # noqa: F401  (registers optim wrapper, constructor, hooks)
-from .checkpoint import register_safe_globals
-from .checkpoint.safe_load import use_safe_local_loader
+from .checkpoint import register_safe_globals, use_safe_local_loader
 from .engine import patch_mmcv_cpu_amp_ops, use_atomic_local_backend
 from .models import LaPEViT, LaPEViTAdapter, LaPEVisionTransformer
 

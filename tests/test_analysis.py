@@ -53,6 +53,30 @@ def test_similarity_maps_and_matrix():
         token_similarity_maps(pes, (3, 4), token=(3, 0))
 
 
+def test_contact_sheet_shows_no_layer_similarity_for_a_single_pe(tmp_path):
+    """'add' and 'share' have one PE: a 1x1 layer-similarity map compares nothing, so its row leaves
+    the panel empty, and a sheet of single-PE models has no such column."""
+    import matplotlib
+    matplotlib.use('Agg')
+    import matplotlib.pyplot as plt
+    from tools.analysis.pe_similarity import contact_sheet, save_figures
+
+    def panel(pes):
+        return token_similarity_maps(pes, (3, 4)), layer_similarity_matrix(pes), 'caption'
+
+    pes = [torch.randn(12, 8) for _ in range(3)]
+    fig = contact_sheet(plt, {'lape': panel(pes), 'add': panel(pes[:1])})
+    assert [ax.get_title() for ax in fig.axes].count('layer similarity') == 1
+    assert all(image.get_array().shape != (1, 1) for ax in fig.axes for image in ax.images)
+    assert [len(ax.images) for ax in fig.axes[4:]] == [1, 0, 0, 0]  # the add row: its one token map only
+    plt.close(fig)
+    fig = contact_sheet(plt, {'add': panel(pes[:1]), 'share': panel(pes[1:2])})
+    assert len(fig.axes) == 2 and 'layer similarity' not in [ax.get_title() for ax in fig.axes]
+    plt.close(fig)
+    written = save_figures({'add': (pes[:1], (3, 4), 'caption')}, tmp_path)
+    assert {p.name for p in written} == {'add_token_similarity.png', 'add_layer_similarity.png', 'contact_sheet.png'}
+
+
 def test_visualize_pe_tool_on_checkpoint_and_config(tmp_path):
     """A lape checkpoint (its join inferred from the weights) against the add config of the demo."""
     model = LaPEViT(**tiny_vit_kwargs())

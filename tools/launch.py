@@ -20,6 +20,7 @@ from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
 from lape_mm.engine.checkpoint_fit import StrictCheckpointHook
+from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
                         remove_stale_temporaries)
 
@@ -211,13 +212,6 @@ def dump_det_results(runner: Runner, out: str) -> None:
     if not out.endswith(('.pkl', '.pickle')):
         raise ValueError(f'--out for detection must be a .pkl file, got {out}')
     runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
-
-
-def pretrained_checkpoint(init_cfg) -> str | None:
-    """The checkpoint of ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``, else None."""
-    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
-        return str(init_cfg.get('checkpoint', ''))
-    return None
 
 
 def missing_pretrained(node) -> list[str]:

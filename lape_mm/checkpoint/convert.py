@@ -1,12 +1,11 @@
-"""Foreign checkpoint formats to lape_mm's native (timm/DeiT/LaPE-authors) key layout.
-
-One function per format; :func:`to_lape_state_dict` detects which one a checkpoint uses.
-Native keys: ``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.{i}.{norm1,attn.qkv,
-attn.proj,norm2,mlp.fc1,mlp.fc2,pe_norm}.*``, ``norm.*`` (and ``head.*`` for classifiers).
+"""Foreign checkpoint key layouts to lape_mm's native one (timm/DeiT/LaPE authors), one function per
+format; :func:`to_lape_state_dict` detects the format. Pure renaming: fitting to a model is
+``models/backbones/checkpoint_fit.py``'s job.
 """
 from __future__ import annotations
 
 import ast
+import contextlib
 import re
 from collections.abc import Mapping
 
@@ -30,13 +29,9 @@ def _rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
 
 
 def convert_timm(state_dict: StateDict) -> StateDict:
-    """timm / DeiT / the LaPE authors' checkpoints: native but for three details.
-
-    The authors' 'unshare' model keeps one PE per block as ``pos_embed0 .. pos_embed{L-1}``
-    (stacked here into one ``[L, 1 + N, C]`` tensor), and their '1D_sin' table is 2-D
-    ``[1 + N, C]``. Distilled DeiT models carry a ``dist_token`` and its PE slot; both are
-    dropped so the model sees a plain ViT.
-    """
+    """timm / DeiT / LaPE authors: the authors' per-block PEs ``pos_embed{i}`` are stacked into one
+    ``[L, 1 + N, C]``, their 2-D '1D_sin' table gets its leading dim, and a distilled DeiT's
+    ``dist_token`` (and its PE slot) is dropped."""
     state_dict = dict(state_dict)
     per_block = sorted((k for k in state_dict if re.fullmatch(r'pos_embed\d+', k)), key=lambda k: int(k[9:]))
     if per_block:
@@ -51,44 +46,33 @@ def convert_timm(state_dict: StateDict) -> StateDict:
     return state_dict
 
 
-_MM_COMMON = [
+OPENMMLAB_RULES = [
     (r'^patch_embed\.projection\.', 'patch_embed.proj.'),
     (r'^layers\.(\d+)\.ln1\.', r'blocks.\1.norm1.'),
     (r'^layers\.(\d+)\.ln2\.', r'blocks.\1.norm2.'),
     (r'^layers\.(\d+)\.ffn\.layers\.0\.0\.', r'blocks.\1.mlp.fc1.'),
     (r'^layers\.(\d+)\.ffn\.layers\.1\.', r'blocks.\1.mlp.fc2.'),
     (r'^ln1\.', 'norm.'),
+    # mmseg: nn.MultiheadAttention, whose in_proj packs q, k, v as timm's qkv does
+    (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
+    (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
+    (r'^layers\.(\d+)\.attn\.(qkv|proj)\.', r'blocks.\1.attn.\2.'),  # mmpretrain
 ]
 
 
-def _zero_patch_bias(state_dict: StateDict) -> StateDict:
-    """OpenMMLab ViTs default to a bias-free patch projection: a zero bias is the same layer."""
+def convert_openmmlab_vit(state_dict: StateDict) -> StateDict:
+    """mmseg and mmpretrain ``VisionTransformer`` (:func:`unwrap` moved mmpretrain's head to ``head.*``).
+    Their patch projection is bias-free by default: a zero bias is the same layer."""
+    state_dict = _rename(state_dict, OPENMMLAB_RULES)
     weight = state_dict.get('patch_embed.proj.weight')
     if weight is not None and 'patch_embed.proj.bias' not in state_dict:
         state_dict['patch_embed.proj.bias'] = weight.new_zeros(weight.shape[0])
     return state_dict
 
 
-def convert_mmseg_vit(state_dict: StateDict) -> StateDict:
-    """mmseg ``VisionTransformer``: nn.MultiheadAttention packs q, k, v as timm's ``qkv`` does."""
-    return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
-        (r'^layers\.(\d+)\.attn\.attn\.in_proj_(weight|bias)$', r'blocks.\1.attn.qkv.\2'),
-        (r'^layers\.(\d+)\.attn\.attn\.out_proj\.', r'blocks.\1.attn.proj.'),
-    ]))
-
-
-def convert_mmpretrain_vit(state_dict: StateDict) -> StateDict:
-    """mmpretrain ``VisionTransformer`` (``layers.{i}.attn.qkv``); :func:`unwrap` already put the
-    classifier's linear head under timm's ``head.*``."""
-    return _zero_patch_bias(_rename(state_dict, _MM_COMMON + [
-        (r'^layers\.(\d+)\.attn\.(qkv|proj)\.', r'blocks.\1.attn.\2.'),
-    ]))
-
-
 def convert_vit_adapter(state_dict: StateDict) -> StateDict:
-    """ViT-Adapter backbones (czczup/ViT-Adapter, mmdet 2.x / mmseg 0.x, or lape_mm's own): the
-    original's layer scale ``blocks.{i}.gamma{1,2}`` is timm's ``ls{1,2}.gamma``, and its ConvFFN
-    nests the depth-wise conv one module deeper (``ffn.dwconv.dwconv``)."""
+    """ViT-Adapter (czczup/ViT-Adapter or lape_mm's): layer scale ``gamma{1,2}`` is timm's
+    ``ls{1,2}.gamma``; the original's ConvFFN nests its depth-wise conv one level deeper."""
     return _rename(state_dict, [
         (r'^blocks\.(\d+)\.gamma([12])$', r'blocks.\1.ls\2.gamma'),
         (r'\.ffn\.dwconv\.dwconv\.', '.ffn.dwconv.'),
@@ -134,8 +118,8 @@ def detect_format(state_dict: StateDict) -> str:
                           f'LaPE authors, mmseg and mmpretrain VisionTransformer, ViT-Adapter, lape_mm')
 
 
-CONVERTERS = {'vit_adapter': convert_vit_adapter, 'timm': convert_timm, 'mmseg': convert_mmseg_vit,
-              'mmpretrain': convert_mmpretrain_vit}
+CONVERTERS = {'vit_adapter': convert_vit_adapter, 'timm': convert_timm, 'mmseg': convert_openmmlab_vit,
+              'mmpretrain': convert_openmmlab_vit}
 
 
 def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[StateDict, str]:
@@ -146,9 +130,8 @@ def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[
 
 
 def to_authors(state_dict: StateDict, one_d_table: bool = False) -> StateDict:
-    """Native keys to the LaPE authors' ``vision_transformer.py`` layout, the inverse of
-    :func:`convert_timm`: per-block PEs as ``pos_embed{i}`` and, with ``one_d_table`` (a
-    '1D_sin' model), the PE as their 2-D ``[1 + N, C]`` table."""
+    """The inverse of :func:`convert_timm`: per-block PEs as ``pos_embed{i}``, and with ``one_d_table``
+    (a '1D_sin' model) the PE as the authors' 2-D ``[1 + N, C]`` table."""
     state_dict = dict(state_dict)
     pe = state_dict.get('pos_embed')
     if pe is not None and pe.shape[0] > 1:
@@ -160,9 +143,8 @@ def to_authors(state_dict: StateDict, one_d_table: bool = False) -> StateDict:
 
 
 def saved_patch_grid(checkpoint: Mapping) -> tuple[int, int] | None:
-    """The PE grid a checkpoint was trained at, where the file says so: ``meta['pos_embed_grid']``
-    (written by tools/convert_checkpoint.py) or the LaPE backbone's ``img_size`` / ``patch_size``
-    in the config text that mmengine saves as ``meta['cfg']``. The text is parsed, never run."""
+    """The PE grid a checkpoint was trained at: ``meta['pos_embed_grid']`` (tools/convert_checkpoint.py),
+    or the LaPE backbone's ``img_size // patch_size`` in mmengine's ``meta['cfg']`` text (parsed, never run)."""
     meta = checkpoint.get('meta')
     if not isinstance(meta, Mapping):
         return None
@@ -193,8 +175,6 @@ def _literal_fields(node: ast.AST) -> dict:
         return {}
     fields = {}
     for key, value in pairs:
-        try:
+        with contextlib.suppress(ValueError):  # a value that is not a literal
             fields[key] = ast.literal_eval(value)
-        except ValueError:
-            continue
     return fields

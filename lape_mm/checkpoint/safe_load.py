@@ -1,19 +1,10 @@
-"""Weights-only checkpoint loading with an explicit allowlist of the globals mmengine writes.
+"""Weights-only checkpoint loading, with an allowlist of exactly the globals mmengine checkpoints hold.
 
-torch>=2.6 loads with ``weights_only=True``, which rejects mmengine's training checkpoints (their
-``message_hub`` holds ``HistoryBuffer`` objects and numpy arrays), so stock ``--resume`` and
-``tools/test.py`` fail. Instead of falling back to full unpickling, we allowlist exactly the
-classes those checkpoints contain; anything else is still refused.
-
-One more obstacle: ``HistoryBuffer.__getstate__`` pickles its class-wide table of statistics
-methods, which pickle writes as ``getattr(HistoryBuffer, 'mean')``; allowlisting ``getattr``
-would open the door to any attribute of any allowed class. We pickle the buffer without that
-table instead (it is class-level and rebuilt on load), so checkpoints written with lape_mm
-imported load weights-only.
-
-Every file that cannot be read (empty, truncated, not a checkpoint, refused) raises one
-:class:`CheckpointError` that names the file and what is wrong with it; mmengine's loader for
-local files (``load_from``, ``--resume``, inferencers) goes through :func:`safe_load` as well.
+torch>=2.6 loads ``weights_only=True``, which refuses mmengine's training checkpoints (``HistoryBuffer``
+and numpy arrays in ``message_hub``); we allowlist those classes rather than unpickle anything. The
+buffer itself pickles its class-wide statistics table as ``getattr(HistoryBuffer, 'mean')``, and
+allowlisting ``getattr`` would allow any attribute, so we pickle it without that table (rebuilt on load).
+A file that cannot be read raises one :class:`CheckpointError` naming the file and what is wrong.
 """
 from __future__ import annotations
 
@@ -40,12 +31,12 @@ class CheckpointError(RuntimeError):
 
 
 def mmengine_safe_globals() -> list:
-    """Classes and functions that mmengine/mmseg/mmdet training checkpoints legitimately pickle,
-    and the ``argparse.Namespace`` of plain values that DeiT-style ``main.py`` stores as ``args``."""
+    """What mmengine/mmseg/mmdet training checkpoints pickle, and DeiT ``main.py``'s ``args`` Namespace."""
     numeric_codes = np.typecodes['AllInteger'] + np.typecodes['AllFloat'] + '?'
     numpy_dtypes = sorted({type(np.dtype(code)) for code in numeric_codes}, key=str)
-    return [HistoryBuffer, np.ndarray, np.dtype, *numpy_dtypes, np.core.multiarray._reconstruct,
-            np.core.multiarray.scalar, argparse.Namespace]
+    # The functions numpy pickles an array and a scalar with (numpy.core.multiarray._reconstruct, .scalar).
+    rebuild_array, rebuild_scalar = np.ndarray(0).__reduce__()[0], np.float64(0).__reduce__()[0]
+    return [HistoryBuffer, np.ndarray, np.dtype, *numpy_dtypes, rebuild_array, rebuild_scalar, argparse.Namespace]
 
 
 def _history_buffer_getstate(self) -> dict:
@@ -59,8 +50,7 @@ def _history_buffer_setstate(self, state: dict) -> None:
 
 
 def register_safe_globals() -> None:
-    """Allowlist :func:`mmengine_safe_globals` for every ``torch.load`` in this process, and
-    make ``HistoryBuffer`` pickle without ``getattr`` (see the module docstring)."""
+    """Allowlist :func:`mmengine_safe_globals` process-wide; pickle ``HistoryBuffer`` without ``getattr``."""
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     HistoryBuffer.__getstate__ = _history_buffer_getstate
     HistoryBuffer.__setstate__ = _history_buffer_setstate
@@ -73,28 +63,28 @@ def diagnose_file(path: str | PathLike) -> str | None:
         return 'the file is empty (0 bytes), e.g. from an interrupted save, copy or download'
     with open(path, 'rb') as f:
         head = f.read(len(ZIP_MAGIC))
-    if head == ZIP_MAGIC:
-        if not zipfile.is_zipfile(path):
-            return (f'the file is truncated ({size} bytes): it starts as a torch.save archive but its end is '
-                    f'missing, e.g. from an interrupted save, copy or download')
-        return None
-    if not head.startswith(PICKLE_PROTO):
+    if head == ZIP_MAGIC and not zipfile.is_zipfile(path):
+        return (f'the file is truncated ({size} bytes): it starts as a torch.save archive but its end is '
+                f'missing, e.g. from an interrupted save, copy or download')
+    if head != ZIP_MAGIC and not head.startswith(PICKLE_PROTO):
         return 'the file is not a PyTorch checkpoint (neither a torch.save archive nor a pickle)'
     return None
 
 
-def _refusal_reason(message: str) -> str:
-    """The refused global in torch's weights-only error, without torch's advice to unpickle anyway."""
-    match = re.search(r'GLOBAL (\S+) was not an allowed global', message)
-    if match:
-        return f'it pickles {match.group(1)}'
-    detail = message.rsplit('WeightsUnpickler error:', 1)[-1].strip().splitlines()
-    return detail[0] if detail else 'it pickles objects other than tensors and plain values'
+def refused(path: str | PathLike, err: pickle.UnpicklingError) -> CheckpointError:
+    """The error for a file that weights-only loading refused, naming the refused global (without
+    torch's advice to unpickle it anyway)."""
+    match = re.search(r'GLOBAL (\S+) was not an allowed global', str(err))
+    detail = str(err).rsplit('WeightsUnpickler error:', 1)[-1].strip().splitlines()
+    reason = f'it pickles {match.group(1)}' if match else (detail[0] if detail else 'it pickles other objects')
+    return CheckpointError(
+        f'refused to load {path}: it contains pickled objects that are not plain weights ({reason}). lape_mm '
+        f'never unpickles arbitrary objects, since that can run code. If the file is yours (e.g. written by '
+        f'mmengine without lape_mm imported), re-save only its tensors: torch.save(model.state_dict(), PATH).')
 
 
 def safe_load(path: str | PathLike, map_location='cpu') -> dict:
-    """``torch.load`` with ``weights_only=True``; a file with other pickled objects is refused, and
-    an unreadable one raises :class:`CheckpointError` saying what is wrong with it."""
+    """``torch.load(weights_only=True)``; an unreadable or refused file is a :class:`CheckpointError`."""
     if problem := diagnose_file(path):
         raise CheckpointError(f'cannot load checkpoint {path}: {problem}. Re-create or re-download it.')
     # Again on every load: leaving a torch.serialization.safe_globals([...]) block (timm's loaders use
@@ -103,11 +93,7 @@ def safe_load(path: str | PathLike, map_location='cpu') -> dict:
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
-        raise CheckpointError(
-            f'refused to load {path}: it contains pickled objects that are not plain weights '
-            f'({_refusal_reason(str(err))}). lape_mm never unpickles arbitrary objects, since that can run '
-            f'code. If the file is yours (e.g. written by mmengine without lape_mm imported), re-save only '
-            f'its tensors: torch.save(model.state_dict(), PATH).') from None
+        raise refused(path, err) from None
     except (RuntimeError, EOFError, ValueError) as err:
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise CheckpointError(f'cannot load checkpoint {path}: it is corrupt ({reason}). '
@@ -126,16 +112,14 @@ def load_from_local(filename: str, map_location=None) -> dict:
 
 def load_url_weights_only(url: str, model_dir: str | None = None, map_location=None, progress: bool = True,
                           check_hash: bool = False, file_name: str | None = None) -> dict:
-    """mmengine's ``load_url`` (behind ``https://``, ``open-mmlab://``, ``torchvision://`` paths)
-    with ``weights_only=True``: torch.hub's own default is False, which unpickles anything."""
+    """mmengine's ``load_url`` (``https://``, ``open-mmlab://``...) weights-only: torch.hub's default unpickles."""
     torch.serialization.add_safe_globals(mmengine_safe_globals())
     return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location, progress=progress,
                                               check_hash=check_hash, file_name=file_name, weights_only=True)
 
 
 def use_safe_local_loader() -> None:
-    """Route mmengine's local checkpoint loading (``load_from``, ``--resume``, inferencers,
-    ``init_cfg`` of OpenMMLab modules) through :func:`safe_load`, and its downloads through
-    :func:`load_url_weights_only`."""
+    """Route mmengine's local checkpoint reads (``load_from``, ``--resume``, inferencers, ``init_cfg``)
+    through :func:`safe_load`, and its downloads through :func:`load_url_weights_only`."""
     CheckpointLoader.register_scheme(prefixes='', loader=load_from_local, force=True)
     mmengine_checkpoint.load_url = load_url_weights_only

@@ -1,6 +1,6 @@
-"""Atomic checkpoint writes: mmengine's local backend writes files in place, so a run killed
-mid-save leaves a truncated checkpoint that ``--resume`` then picks up. This backend writes to a
-temporary file in the same folder and renames it over the target, which POSIX makes atomic."""
+"""Atomic checkpoint writes: mmengine's local backend writes in place, so a run killed mid-save leaves
+a truncated checkpoint that ``--resume`` then picks up. This one writes a temporary file in the same
+folder and renames it over the target, which POSIX makes atomic."""
 from __future__ import annotations
 
 import os
@@ -12,13 +12,6 @@ from mmengine.fileio.backends import LocalBackend, register_backend
 TMP_PREFIX = '.tmp-'
 
 
-def default_file_mode() -> int:
-    """The mode ``open()`` gives a new file (0666 less the umask); ``mkstemp`` would give 0600."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
 class AtomicLocalBackend(LocalBackend):
     """:class:`LocalBackend` whose ``put`` never exposes a half-written file."""
 
@@ -27,7 +20,9 @@ class AtomicLocalBackend(LocalBackend):
         os.makedirs(folder, exist_ok=True)
         fd, tmp_path = tempfile.mkstemp(dir=folder, prefix=TMP_PREFIX, suffix=os.path.basename(filepath))
         try:
-            os.fchmod(fd, default_file_mode())
+            umask = os.umask(0)  # the mode open() would give (0666 less the umask); mkstemp gives 0600
+            os.umask(umask)
+            os.fchmod(fd, 0o666 & ~umask)
             with os.fdopen(fd, 'wb') as f:
                 f.write(obj)
                 f.flush()

@@ -1,8 +1,8 @@
 """Refuse a checkpoint that does not fit the model exactly, listing the keys that differ.
 
-mmengine loads ``load_from`` / ``--resume`` / inferencer weights with ``strict=False``: keys that
-do not match are only logged, so a checkpoint of another architecture, a backbone-only file or one
-without ``pos_embed`` gives metrics and masks of a randomly initialised model, with exit code 0.
+mmengine loads ``load_from`` / ``--resume`` / inferencer weights with ``strict=False``: a checkpoint of
+another architecture, a backbone-only file or one without ``pos_embed`` only logs its mismatched keys,
+and evaluation then scores a randomly initialised model, with exit code 0.
 """
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
 
-from ..checkpoint.safe_load import CheckpointError
+from ..checkpoint import CheckpointError
+from ..models.backbones.checkpoint_fit import state_dict_diff
 
 SHOWN_KEYS = 10
 ADVICE = {
@@ -29,37 +30,19 @@ ADVICE = {
 }
 
 
-def state_dict_of(checkpoint: dict) -> dict:
-    """The model weights of an mmengine checkpoint, without DDP's ``module.`` prefix."""
-    state_dict = checkpoint.get('state_dict', checkpoint)
-    return {re.sub(r'^module\.', '', k): v for k, v in state_dict.items()}
-
-
 def _listing(title: str, items: list[str]) -> str:
-    """``N title (per top-level module: count): the first keys``, e.g. a backbone-only file shows
-    ``neck: 16, decode_head: 60``."""
+    """``N title (per top-level module: count): the first keys``, e.g. ``neck: 16, decode_head: 60``."""
     per_module = ', '.join(f'{name}: {n}' for name, n in Counter(k.split('.')[0] for k in items).items())
     more = f', ... ({len(items) - SHOWN_KEYS} more)' if len(items) > SHOWN_KEYS else ''
     return f'{len(items)} {title} ({per_module}): {", ".join(items[:SHOWN_KEYS])}{more}'
 
 
-def state_dict_mismatch(model: nn.Module, state_dict: dict) -> list[str]:
-    """One line per kind of difference (missing, unexpected, other shape); empty if it fits."""
-    own = model.state_dict()
-    missing = [k for k in own if k not in state_dict]
-    unexpected = [k for k in state_dict if k not in own]
-    reshaped = [f'{k} {tuple(v.shape)} vs model {tuple(own[k].shape)}' for k, v in state_dict.items()
-                if k in own and getattr(v, 'shape', None) != own[k].shape]
-    return [_listing(title, items) for title, items in (
-        ('model keys missing from the checkpoint', missing), ('checkpoint keys the model does not have', unexpected),
-        ('shapes that differ', reshaped)) if items]
-
-
 def check_checkpoint_fits(model: nn.Module, checkpoint: dict, source: str, purpose: str) -> None:
     """Raise :class:`CheckpointError` unless ``checkpoint`` holds exactly ``model``'s weights."""
-    if is_model_wrapper(model):
-        model = model.module
-    if mismatch := state_dict_mismatch(model, state_dict_of(checkpoint)):
+    model = model.module if is_model_wrapper(model) else model
+    state_dict = {re.sub(r'^module\.', '', k): v for k, v in checkpoint.get('state_dict', checkpoint).items()}
+    titles = ('model keys missing from the checkpoint', 'checkpoint keys the model does not have', 'shapes that differ')
+    if mismatch := [_listing(t, keys) for t, keys in zip(titles, state_dict_diff(model, state_dict)) if keys]:
         raise CheckpointError(f'checkpoint {source} does not fit the model:\n  ' + '\n  '.join(mismatch)
                               + f'\n{ADVICE[purpose]}')
 

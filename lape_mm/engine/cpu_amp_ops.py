@@ -1,9 +1,8 @@
 """mmcv's NMS and RoIAlign under bf16 autocast on the CPU.
 
-Their CPU kernels take fp32 only, while mmdet hands them boxes, scores and features in the
-autocast dtype, so a Mask R-CNN step with ``--amp`` on a CPU fails inside ``mmcv.ops.nms``. The
-wrapped ops compute in fp32 and return the caller's dtype; on CUDA, or in fp32, they are the
-ops themselves.
+Their CPU kernels take fp32 only, while mmdet hands them boxes, scores and features in the autocast
+dtype, so a Mask R-CNN step with ``--amp`` on a CPU fails inside ``mmcv.ops.nms``. The wrapped ops
+compute in fp32 and return the caller's dtype; on CUDA, or in fp32, they are the ops themselves.
 """
 from __future__ import annotations
 
@@ -12,36 +11,30 @@ import sys
 
 import torch
 
-LOW_PRECISION = (torch.bfloat16, torch.float16)
-
 
 def _cast(value, dtype: torch.dtype):
     if isinstance(value, torch.Tensor) and value.is_floating_point():
         return value.to(dtype)
-    if isinstance(value, tuple):
-        return tuple(_cast(v, dtype) for v in value)
-    return value
+    return tuple(_cast(v, dtype) for v in value) if isinstance(value, tuple) else value
 
 
 def in_fp32_on_cpu(op):
-    """``op`` computed in fp32 when its first tensor argument is a low-precision CPU tensor."""
+    """``op`` computed in fp32 when its first tensor argument is a bf16/fp16 CPU tensor."""
     @functools.wraps(op)
     def wrapper(first: torch.Tensor, *args, **kwargs):
-        if first.device.type != 'cpu' or first.dtype not in LOW_PRECISION:
+        if first.device.type != 'cpu' or first.dtype not in (torch.bfloat16, torch.float16):
             return op(first, *args, **kwargs)
-        out = op(_cast(first, torch.float32), *_cast(args, torch.float32),
-                 **{k: _cast(v, torch.float32) for k, v in kwargs.items()})
+        out = op(*_cast((first, *args), torch.float32), **{k: _cast(v, torch.float32) for k, v in kwargs.items()})
         return _cast(out, first.dtype)
     wrapper.__wrapped_for_cpu_amp__ = True
     return wrapper
 
 
 def patch_mmcv_cpu_amp_ops() -> None:
-    """Wrap ``mmcv.ops.nms.nms`` and ``mmcv.ops.roi_align.roi_align`` where mmdet calls them
-    (module globals: ``batched_nms`` and ``RoIAlign`` look them up there). Idempotent."""
+    """Wrap ``mmcv.ops.nms.nms`` and ``mmcv.ops.roi_align.roi_align`` in the module globals where
+    mmdet's ``batched_nms`` and ``RoIAlign`` look them up. Idempotent."""
     import mmcv.ops  # noqa: F401  (loads the modules; ``mmcv.ops.nms`` the attribute is the function)
     for module_name, op_name in (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align')):
         module = sys.modules[module_name]
-        op = getattr(module, op_name)
-        if not getattr(op, '__wrapped_for_cpu_amp__', False):
-            setattr(module, op_name, in_fp32_on_cpu(op))
+        if not getattr(getattr(module, op_name), '__wrapped_for_cpu_amp__', False):
+            setattr(module, op_name, in_fp32_on_cpu(getattr(module, op_name)))

@@ -1,7 +1,7 @@
 """Save and restore every RNG state with checkpoints, so a resumed run continues bit-identically.
 
-mmengine's resume re-seeds with the run's seed but does not restore where the generators were,
-so dropout masks (and anything else drawn in the main process) after a resume differ from an
+mmengine's resume re-seeds with the run's seed but does not restore where the generators were, so
+dropout masks (and anything else drawn in the main process) after a resume differ from an
 uninterrupted run.
 """
 from __future__ import annotations
@@ -21,21 +21,10 @@ def get_rng_states() -> dict:
     return states
 
 
-def set_rng_states(states: dict) -> None:
-    torch.set_rng_state(states['torch'])
-    np.random.set_state(states['numpy'])
-    random.setstate(states['python'])
-    if 'cuda' in states and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(states['cuda'])
-
-
 @HOOKS.register_module()
 class RNGStateHook(Hook):
-    """Store RNG states in each checkpoint; restore them when training resumes.
-
-    The restore waits for the first training iteration: mmengine's IterBasedTrainLoop advances
-    the dataloader past the batches already trained between loading and that point.
-    """
+    """Store RNG states in each checkpoint; restore them at the first training iteration after a
+    resume (by then mmengine's IterBasedTrainLoop has skipped the batches already trained)."""
 
     priority = 'VERY_LOW'
 
@@ -49,6 +38,10 @@ class RNGStateHook(Hook):
         self._pending = checkpoint.get('rng_states')
 
     def before_train_iter(self, runner, batch_idx: int, data_batch=None) -> None:
-        if self._pending is not None:
-            set_rng_states(self._pending)
+        if (states := self._pending) is not None:
+            torch.set_rng_state(states['torch'])
+            np.random.set_state(states['numpy'])
+            random.setstate(states['python'])
+            if 'cuda' in states and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(states['cuda'])
             self._pending = None

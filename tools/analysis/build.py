@@ -1,5 +1,5 @@
 """Models for the analysis tools: a whole segmentor/detector from a config, or a LaPEViT backbone
-from a config or from a checkpoint in any format :func:`lape_mm.checkpoint.load_pretrained` reads."""
+from a config or from a checkpoint in any format :func:`lape_mm.models.backbones.load_pretrained` reads."""
 from __future__ import annotations
 
 import logging
@@ -13,9 +13,9 @@ from mmengine.model import revert_sync_batchnorm
 from mmengine.registry import MODELS
 
 from lape_mm.checkpoint import CheckpointError, read_checkpoint, safe_load
-from lape_mm.models.backbones import LaPEViT, fit_state_dict, load_fitted
+from lape_mm.models.backbones import LaPEViT, fit_state_dict, load_fitted, pretrained_checkpoint
 from lape_mm.models.layers import infer_grid
-from ..launch import load_config, pretrained_checkpoint
+from ..launch import load_config
 
 CONFIG_SUFFIXES = ('.py', '.json', '.yaml', '.yml')
 

@@ -76,7 +76,12 @@ def _plot_token_maps(axes, maps: torch.Tensor, labels: list[str]) -> object:
 
 
 def _plot_matrix(ax, matrix: torch.Tensor) -> object:
+    """The ``[L, L]`` map, or for a single PE ('add', 'share') a note: a 1x1 map compares nothing."""
     from matplotlib.ticker import MaxNLocator
+    if len(matrix) == 1:
+        ax.text(0.5, 0.5, 'a single PE:\nno layer-to-layer similarity', ha='center', va='center', fontsize=9)
+        ax.axis('off')
+        return None
     image = ax.imshow(matrix.numpy(), cmap='viridis', vmin=min(0., matrix.min().item()), vmax=1)
     for axis, label in ((ax.xaxis, ax.set_xlabel), (ax.yaxis, ax.set_ylabel)):
         axis.set_major_locator(MaxNLocator(integer=True))
@@ -103,34 +108,39 @@ def _save_token_maps(plt, path: Path, title: str, maps: torch.Tensor) -> None:
 
 def _save_matrix(plt, path: Path, title: str, matrix: torch.Tensor) -> None:
     fig, ax = plt.subplots(figsize=(4.2, 3.6))
-    fig.colorbar(_plot_matrix(ax, matrix), ax=ax, label='cosine similarity')
+    if (image := _plot_matrix(ax, matrix)) is not None:
+        fig.colorbar(image, ax=ax, label='cosine similarity')
     ax.set_title(title, fontsize=9)
     fig.savefig(path, dpi=110, bbox_inches='tight')
     plt.close(fig)
 
 
-def _save_contact_sheet(plt, path: Path, panels: dict[str, tuple[torch.Tensor, torch.Tensor, str]]) -> None:
-    """One row per model: its token maps, then its layer matrix; captions underneath."""
-    columns = max(len(maps) for maps, _, _ in panels.values()) + 1
+def contact_sheet(plt, panels: dict[str, tuple[torch.Tensor, torch.Tensor, str]]):
+    """One row per model: its token maps, then its layer matrix where it has more than one PE (a row
+    with a single PE leaves that panel empty; without any matrix there is no such column); captions
+    underneath. ``panels``: name -> (maps ``[L, h, w]``, matrix ``[L, L]``, caption)."""
+    with_matrix = any(len(matrix) > 1 for _, matrix, _ in panels.values())
+    columns = max(len(maps) for maps, _, _ in panels.values()) + with_matrix
     height = 1.9 * len(panels) + 0.2 * len(panels)
     fig, axes = plt.subplots(len(panels), columns, figsize=(1.6 * columns, height), squeeze=False)
     for row, (name, (maps, matrix, _)) in enumerate(panels.items()):
         labels = _labels(len(maps))
         _plot_token_maps(axes[row], maps, [f'{name}: {labels[0]}'] + labels[1:])
-        for ax in axes[row, len(maps):-1]:
+        for ax in axes[row, len(maps):]:
             ax.axis('off')
-        _plot_matrix(axes[row, -1], matrix)
-        axes[row, -1].set_title('layer similarity', fontsize=8)
+        if len(matrix) > 1:
+            _plot_matrix(axes[row, -1], matrix)
+            axes[row, -1].axis('on')
+            axes[row, -1].set_title('layer similarity', fontsize=8)
     fig.tight_layout(rect=(0, 0.2 * len(panels) / height, 1, 1))
     fig.text(0.01, 0.01, '\n'.join(f'{name}: {caption}' for name, (_, _, caption) in panels.items()),
              fontsize=8, va='bottom')
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    return fig
 
 
 def save_figures(inputs: FigureInputs, out_dir: str | Path, token: Grid | None = None) -> list[Path]:
-    """Write, per name, ``{name}_token_similarity.png`` and ``{name}_layer_similarity.png``, and
-    ``contact_sheet.png`` (one row per name: token maps, then the layer matrix). Returns the paths."""
+    """Write, per name, ``{name}_token_similarity.png`` and ``{name}_layer_similarity.png`` (a note for a
+    single PE), and ``contact_sheet.png`` (see :func:`contact_sheet`). Returns the paths."""
     import matplotlib
     matplotlib.use('Agg')
     import matplotlib.pyplot as plt
@@ -145,5 +155,7 @@ def save_figures(inputs: FigureInputs, out_dir: str | Path, token: Grid | None =
         _save_token_maps(plt, written[-2], f'{name}: {caption}', maps)
         _save_matrix(plt, written[-1], f'{name}: layer-to-layer PE similarity', matrix)
     written.append(out_dir / 'contact_sheet.png')
-    _save_contact_sheet(plt, written[-1], panels)
+    fig = contact_sheet(plt, panels)
+    fig.savefig(written[-1], dpi=110)
+    plt.close(fig)
     return written

@@ -1,8 +1,8 @@
-"""Fit a native (timm/DeiT/LaPE-authors layout) state dict to a :class:`LaPEViT`, and load it strictly.
+"""Fit a native (timm/DeiT/LaPE authors) state dict to a :class:`LaPEViT` and load it strictly.
 
-This is LaPEViT's ``checkpoint_filter_fn`` (as in timm): it resizes the PE to the model's grid,
-starts absent ``pe_norm`` layers as identity, checks fixed PE tables and drops what the model
-leaves out by design. Reading files and renaming foreign keys is :mod:`lape_mm.checkpoint`'s job.
+LaPEViT's ``checkpoint_filter_fn`` (as in timm): the PE resized to the model's grid, absent ``pe_norm``
+layers as identity, fixed PE tables checked, what the model leaves out by design dropped. Reading files
+and renaming foreign keys is :mod:`lape_mm.checkpoint`'s job.
 """
 from __future__ import annotations
 
@@ -20,10 +20,27 @@ HEAD_PREFIXES = ('head.', 'fc_norm.', 'head_drop.', 'head_dist.')
 
 @dataclass
 class FitReport:
-    """What fitting did to a checkpoint, for the log and for strictness."""
+    """What fitting did to a checkpoint, for the log."""
     dropped: list[str] = field(default_factory=list)  # carried by the checkpoint, left out on purpose
     identity: list[str] = field(default_factory=list)  # pe_norm layers started as identity
     fresh: list[str] = field(default_factory=list)  # a subclass's own modules, not in a plain ViT
+
+    def log(self, source: str) -> None:
+        if self.dropped:
+            print_log(f'{source}: not loaded, as the configuration leaves them out: {self.dropped}', logger='current')
+        if self.identity:
+            print_log(f'{source}: {len(self.identity)} pe_norm layers are not in the checkpoint (a plain ViT): '
+                      'initialised to identity (weight 1, bias 0)', logger='current')
+        if self.fresh:
+            print_log(f'{source}: a plain ViT checkpoint: {len(self.fresh)} tensors of the modules added on '
+                      'top of it start fresh', logger='current')
+
+
+def pretrained_checkpoint(init_cfg) -> str | None:
+    """The checkpoint of ``init_cfg=dict(type='Pretrained', checkpoint=PATH)``, else None."""
+    if isinstance(init_cfg, dict) and init_cfg.get('type') == 'Pretrained':
+        return str(init_cfg.get('checkpoint', ''))
+    return None
 
 
 def checkpoint_pe_grid(pos_embed: torch.Tensor, model, saved_grid: tuple[int, int] | None) -> tuple[int, int]:
@@ -47,19 +64,20 @@ def checkpoint_pe_grid(pos_embed: torch.Tensor, model, saved_grid: tuple[int, in
             f'(tools/convert_checkpoint.py --img-size H W writes it) or convert it at the model grid.') from None
 
 
-def fit_pos_embed(pos_embed: torch.Tensor, model, saved_grid: tuple[int, int] | None = None) -> torch.Tensor:
-    """Resize a checkpoint PE ``[1|L, 1 + h*w, C]`` to the model's grid and number of copies."""
-    old_grid = checkpoint_pe_grid(pos_embed, model, saved_grid)
-    pos_embed = resize_pos_embed(pos_embed, model.patch_grid, old_grid, model.num_prefix_tokens)
+def fit_pos_embed(pos_embed: torch.Tensor, model, grid: tuple[int, int]) -> torch.Tensor:
+    """A learnable checkpoint PE ``[1|L, 1 + h*w, C]`` at the model's grid and number of copies; a fixed
+    table must be the model's own definition (at the checkpoint's grid), and the model keeps its own."""
+    if not isinstance(model.pos_embed, nn.Parameter):
+        _check_fixed_pos_embed(pos_embed, model, grid)
+        return model.pos_embed
+    pos_embed = resize_pos_embed(pos_embed, model.patch_grid, grid, model.num_prefix_tokens)
     copies = model.pos_embed.shape[0]
     if pos_embed.shape[0] == 1 and copies > 1:  # one shared PE seeds every per-block copy ('unshare')
         pos_embed = pos_embed.expand(copies, -1, -1).clone()
     return pos_embed
 
 
-def _check_fixed_pos_embed(pos_embed: torch.Tensor, model, saved_grid: tuple[int, int] | None) -> None:
-    """A fixed table in a checkpoint must be the model's own definition (at the checkpoint's grid)."""
-    grid = checkpoint_pe_grid(pos_embed, model, saved_grid)
+def _check_fixed_pos_embed(pos_embed: torch.Tensor, model, grid: tuple[int, int]) -> None:
     expected = build_fixed_pos_embed(model.pe_type, grid, model.embed_dims)
     if pos_embed.shape != expected.shape or not torch.allclose(pos_embed.float(), expected, atol=1e-4):
         diff = (pos_embed.float() - expected).abs().max().item() if pos_embed.shape == expected.shape else 'shape'
@@ -86,13 +104,10 @@ def fit_state_dict(state_dict: StateDict, model, keep_head: bool = False,
         report.dropped.append(key)
         del state_dict[key]
     pe = state_dict.get('pos_embed')
-    if isinstance(model.pos_embed, nn.Parameter):
-        if pe is not None:
-            state_dict['pos_embed'] = fit_pos_embed(pe, model, saved_grid)
-    elif model.pos_embed is not None:  # a fixed table: the model's own, after checking the file's
-        if pe is not None:
-            _check_fixed_pos_embed(pe, model, saved_grid)
-        state_dict['pos_embed'] = own['pos_embed']
+    if pe is not None and model.pos_embed is not None:
+        state_dict['pos_embed'] = fit_pos_embed(pe, model, checkpoint_pe_grid(pe, model, saved_grid))
+    elif model.pos_embed is not None and not isinstance(model.pos_embed, nn.Parameter):
+        state_dict['pos_embed'] = own['pos_embed']  # a fixed table the file does not carry: the model's own
     for name in sorted({k.rsplit('.', 1)[0] for k in own if '.pe_norm.' in k and k not in state_dict}):
         state_dict[f'{name}.weight'] = torch.ones_like(own[f'{name}.weight'])
         state_dict[f'{name}.bias'] = torch.zeros_like(own[f'{name}.bias'])
@@ -104,19 +119,24 @@ def fit_state_dict(state_dict: StateDict, model, keep_head: bool = False,
     return state_dict, report
 
 
+def state_dict_diff(model: nn.Module, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
+    """The keys ``model`` needs that ``state_dict`` lacks, those it has no place for, and one
+    ``'key: checkpoint (shape) vs model (shape)'`` per shape mismatch."""
+    own = model.state_dict()
+    reshaped = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
+                for k, v in state_dict.items() if k in own and getattr(v, 'shape', None) != own[k].shape]
+    return [k for k in own if k not in state_dict], [k for k in state_dict if k not in own], reshaped
+
+
 def check_state_dict(model: nn.Module, state_dict: StateDict, source: str = 'checkpoint',
                      strict: bool = True) -> None:
     """Raise a CheckpointError naming shape mismatches, and with ``strict`` missing and unexpected
     keys; without ``strict`` those are logged as warnings."""
-    own = model.state_dict()
-    mismatched = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
-                  for k, v in state_dict.items() if k in own and own[k].shape != v.shape]
+    missing, unexpected, mismatched = state_dict_diff(model, state_dict)
     if mismatched:
         raise CheckpointError(f'{source} does not fit the model ({len(mismatched)} shape mismatches):\n  '
                               + '\n  '.join(mismatched[:10])
                               + '\nCheck arch / embed_dims / num_layers / patch_size against the checkpoint.')
-    missing = sorted(own.keys() - state_dict.keys())
-    unexpected = sorted(state_dict.keys() - own.keys())
     if strict and (missing or unexpected):
         raise CheckpointError(
             f'{source} does not match the model: {len(missing)} tensors the model needs are missing '
@@ -138,29 +158,17 @@ def _short(keys: list[str], limit: int = 8) -> str:
     return '[' + ', '.join(map(repr, keys[:limit])) + (f', ... {len(keys) - limit} more' if len(keys) > limit else '') + ']'
 
 
-def log_fit_report(report: FitReport, source: str) -> None:
-    if report.dropped:
-        print_log(f'{source}: not loaded, as the configuration leaves them out: {report.dropped}', logger='current')
-    if report.identity:
-        print_log(f'{source}: {len(report.identity)} pe_norm layers are not in the checkpoint (a plain ViT): '
-                  'initialised to identity (weight 1, bias 0)', logger='current')
-    if report.fresh:
-        print_log(f'{source}: a plain ViT checkpoint: {len(report.fresh)} tensors of the modules added on '
-                  'top of it start fresh', logger='current')
-
-
 def load_pretrained(model, path: str, prefix: str | None = None, keep_head: bool = False,
                     strict: bool = True) -> str:
-    """Load a timm/DeiT, LaPE-authors, mmseg, mmpretrain or lape_mm checkpoint into ``model``.
+    """Load a checkpoint of any format :mod:`lape_mm.checkpoint` reads into ``model``; return the format.
 
-    Strict by default: a tensor the model needs that the file lacks, or one the file carries
-    that the model has no place for, is a :class:`CheckpointError` naming the keys. Returns the
-    detected format.
+    Strict by default: a tensor the model needs and the file lacks, or one without a place in the
+    model, is a :class:`CheckpointError` naming the keys.
     """
     state_dict, fmt, saved_grid = read_checkpoint(path, prefix)
     source = f'{path} ({fmt} format)'
     fitted, report = fit_state_dict(state_dict, model, keep_head, saved_grid)
     load_fitted(model, fitted, source, strict)
-    log_fit_report(report, source)
+    report.log(source)
     print_log(f'loaded {fmt} checkpoint {path}', logger='current')
     return fmt

@@ -1,8 +1,6 @@
-"""LaPE image classifiers registered in timm: ``timm.create_model('lape_vit_tiny_patch16_224')``.
-
-They follow timm's ViT contract: ``forward_features`` / ``forward_head``, ``forward_intermediates``
-with ``features_only=True`` (``feature_cls='getter'``), fx tracing, and strict pretrained loading
-through :func:`checkpoint_filter_fn`.
+"""LaPE image classifiers registered in timm: ``timm.create_model('lape_vit_tiny_patch16_224')``, with timm's
+ViT contract (``forward_features`` / ``forward_head``, ``forward_intermediates`` and ``features_only=True``,
+fx tracing) and strict pretrained loading through :func:`checkpoint_filter_fn`.
 """
 
 from typing import List, Optional, Tuple, Union
@@ -11,13 +9,23 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices  # where timm's own models import it from
 
 from ...checkpoint import safe_load, to_lape_state_dict
 from ..backbones import LaPEViT, fit_state_dict
-from ..backbones.checkpoint_fit import check_state_dict, log_fit_report
+from ..backbones.checkpoint_fit import check_state_dict
 
 GLOBAL_POOLS = ('token', 'avg', '')
+
+
+def take_indices(num_layers: int, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
+    """Blocks to take features after (None: all, n: the last n, a list: negative from the end) and the
+    highest, as timm's ``feature_take_indices`` (which timm does not export publicly)."""
+    if isinstance(indices, int) or indices is None:
+        indices = list(range(-(num_layers if indices is None else indices), 0))
+    taken = [i + num_layers if i < 0 else i for i in indices]
+    if not taken or not all(0 <= i < num_layers for i in taken):
+        raise ValueError(f'feature indices {indices} out of range for {num_layers} blocks')
+    return taken, max(taken)
 
 
 class LaPEVisionTransformer(LaPEViT):
@@ -62,8 +70,8 @@ class LaPEVisionTransformer(LaPEViT):
         ``[B, C, h, w]`` maps ('NCHW') or ``[B, N, C]`` ('NLC'), and the final normalized tokens."""
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(self.num_layers, indices)
-        x, intermediates, hw = self.forward_tokens(img, take_indices,
+        taken, max_index = take_indices(self.num_layers, indices)
+        x, intermediates, hw = self.forward_tokens(img, taken,
                                                    stop=max_index + 1 if stop_early or intermediates_only else None)
         if norm:
             intermediates = [self.norm(t) for t in intermediates]
@@ -80,7 +88,7 @@ class LaPEVisionTransformer(LaPEViT):
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         """Drop the blocks after the last of ``indices`` (and the norm and head, as asked)."""
-        take_indices, max_index = feature_take_indices(self.num_layers, indices)
+        taken, max_index = take_indices(self.num_layers, indices)
         self.blocks = self.blocks[:max_index + 1]
         self.num_layers = max_index + 1
         self.out_indices = tuple(i for i in self.out_indices if i <= max_index) or (max_index,)
@@ -88,7 +96,7 @@ class LaPEVisionTransformer(LaPEViT):
             self.norm = nn.Identity()
         if prune_head:
             self.reset_classifier(0, '')
-        return take_indices
+        return taken
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         self.with_cp = enable
@@ -122,7 +130,7 @@ def checkpoint_filter_fn(state_dict: dict, model: LaPEVisionTransformer) -> dict
         print_log(f'pretrained file has no {model.num_classes}-class head: the head starts fresh', logger='current')
         fitted.update(own_head)
     check_state_dict(model, fitted, f'pretrained file ({fmt} format)', strict=True)
-    log_fit_report(report, 'pretrained file')
+    report.log('pretrained file')
     return fitted
 
 

@@ -10,8 +10,6 @@ from mmcv.cnn import ConvModule, build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
 
-from ..layers import LayerNorm2d  # noqa: F401  (registers norm_cfg type 'LN2d', the default here)
-
 SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)
 
 
@@ -42,7 +40,8 @@ class SimpleFPN(BaseModule):
         if num_outs < len(scale_factors):
             raise ValueError(f'num_outs={num_outs} is fewer than the {len(scale_factors)} scale_factors; '
                              f'set num_outs >= {len(scale_factors)}')
-        norm_cfg = norm_cfg or dict(type='LN2d', eps=1e-6)
+        # mmpretrain's channel LayerNorm; the scope prefix finds it from mmdet's and mmseg's registries.
+        norm_cfg = norm_cfg or dict(type='mmpretrain.LN2d', eps=1e-6)
         self.in_channels, self.out_channels = in_channels, out_channels
         self.num_outs = num_outs
         self.rescales = nn.ModuleList()
