@@ -14,6 +14,7 @@ from timm.layers import PatchEmbed, to_2tuple, trunc_normal_
 from torch.func import functional_call
 
 from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed, resize_pos_embed
+from .checkpoint_fit import load_pretrained, pretrained_checkpoint
 
 PE_JOINS = ('lape', 'lape_independent', 'add', 'share', 'unshare')
 ARCH_ZOO = {
@@ -217,10 +218,8 @@ class LaPEViT(BaseModule):
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., strict=True)`` in any supported
         format (see :func:`load_pretrained`), else initialise every tensor afresh."""
-        if isinstance(self.init_cfg, dict) and self.init_cfg.get('type') == 'Pretrained':
-            from .checkpoint_fit import load_pretrained
-            load_pretrained(self, self.init_cfg['checkpoint'], prefix=self.init_cfg.get('prefix'),
-                            strict=self.init_cfg.get('strict', True))
+        if (path := pretrained_checkpoint(self.init_cfg)) is not None:
+            load_pretrained(self, path, prefix=self.init_cfg.get('prefix'), strict=self.init_cfg.get('strict', True))
         else:
             self._init_params()
         self._is_init = True
