@@ -23,4 +23,4 @@ model = dict(
         adapter_norm_cfg=dict(type='SyncBN', requires_grad=True),  # BN on CPU (lape_mm's launcher)
         interaction_indexes=[[0, 2], [3, 5], [6, 8], [9, 11]]),
     neck=dict(_delete_=True, type='FPN', in_channels=[192, 192, 192, 192], out_channels=64, num_outs=5,
-              norm_cfg=dict(type='LN2d', eps=1e-6)))
+              norm_cfg=dict(type='mmpretrain.LN2d', eps=1e-6)))
