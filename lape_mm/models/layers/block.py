@@ -77,11 +77,11 @@ class LaPEBlock(nn.Module):
 
         For such a slot the forward is just the norm's bias, but the input gradient is scaled by
         about ``1/sqrt(eps)`` (1000x at eps 1e-6) in every block of the progressive chain, so it
-        overflows within a few blocks. The forward is unchanged, so without a gradient the check is skipped.
+        overflows within a few blocks. The forward is unchanged, so without autograd the check is skipped.
         """
         norm = self.pe_norm
         if norm is not None:  # (written so that TorchScript compiles blocks without a pe_norm too)
-            if pe.requires_grad:
+            if torch.is_grad_enabled():  # (not pe.requires_grad: fx traces must keep the check)
                 constant = pe.var(dim=-1, unbiased=False, keepdim=True) < norm.eps
                 pe = torch.where(constant, pe.detach(), pe)
             return norm(pe)
