@@ -73,7 +73,7 @@ def test_matches_reference(pe_join, pe_type, size):
 
 @pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
 def test_gradients_match_reference(pe_join, pe_type):
-    """Training mode (in-place adds, no PE cache): every parameter's gradient is the reference's."""
+    """Training mode: every parameter's gradient is the reference's."""
     model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).train()
     randomize_norms(model)
     img = torch.randn(2, 3, 48, 80)
