@@ -3,8 +3,6 @@
 Stock inferencers load weights with ``strict=False``: a checkpoint of another model only logs its
 mismatched keys and then predicts with random weights.
 """
-from __future__ import annotations
-
 from pathlib import Path
 
 import numpy as np

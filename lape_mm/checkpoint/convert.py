@@ -2,8 +2,6 @@
 format; :func:`to_lape_state_dict` detects the format. Pure renaming: fitting to a model is
 ``models/backbones/checkpoint_fit.py``'s job.
 """
-from __future__ import annotations
-
 import ast
 import contextlib
 import re

@@ -1,6 +1,4 @@
 """Read a checkpoint file of any supported format, from any place mmengine reads, into native keys."""
-from __future__ import annotations
-
 import pickle
 
 from mmengine.runner import CheckpointLoader

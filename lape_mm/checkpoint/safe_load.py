@@ -6,8 +6,6 @@ buffer itself pickles its class-wide statistics table as ``getattr(HistoryBuffer
 allowlisting ``getattr`` would allow any attribute, so we pickle it without that table (rebuilt on load).
 A file that cannot be read raises one :class:`CheckpointError` naming the file and what is wrong.
 """
-from __future__ import annotations
-
 import argparse
 import os
 import os.path as osp

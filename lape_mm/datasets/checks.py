@@ -4,8 +4,6 @@ mmseg and mmdet only fail once a bad sample is loaded, often hours in (or never,
 the class count silently trains a wrong class). These checks read the dataset configs the Runner
 will build and fail fast.
 """
-from __future__ import annotations
-
 import inspect
 import json
 from pathlib import Path

@@ -1,8 +1,6 @@
 """Atomic checkpoint writes: mmengine's local backend writes in place, so a run killed mid-save leaves
 a truncated checkpoint that ``--resume`` then picks up. This one writes a temporary file in the same
 folder and renames it over the target, which POSIX makes atomic."""
-from __future__ import annotations
-
 import os
 import tempfile
 from pathlib import Path

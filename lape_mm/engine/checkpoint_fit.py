@@ -4,8 +4,6 @@ mmengine loads ``load_from`` / ``--resume`` / inferencer weights with ``strict=F
 another architecture, a backbone-only file or one without ``pos_embed`` only logs its mismatched keys,
 and evaluation then scores a randomly initialised model, with exit code 0.
 """
-from __future__ import annotations
-
 import re
 from collections import Counter
 

@@ -4,8 +4,6 @@ Stock ``max_keep_ckpts`` removes the oldest checkpoint *before* writing the new 
 during that save (at ``max_keep_ckpts=1``) is left with no checkpoint at all, and its
 ``last_checkpoint`` names the deleted file.
 """
-from __future__ import annotations
-
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS

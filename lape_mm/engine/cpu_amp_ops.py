@@ -4,8 +4,6 @@ Their CPU kernels take fp32 only, while mmdet hands them boxes, scores and featu
 dtype, so a Mask R-CNN step with ``--amp`` on a CPU fails inside ``mmcv.ops.nms``. The wrapped ops
 compute in fp32 and return the caller's dtype; on CUDA, or in fp32, they are the ops themselves.
 """
-from __future__ import annotations
-
 import functools
 import sys
 

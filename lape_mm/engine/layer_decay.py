@@ -3,8 +3,6 @@
 mmseg's ``LearningRateDecayOptimizerConstructor`` recognises only ConvNeXt/BEiT/MAE backbones
 by class name and mmdet's only ConvNeXt, so neither fits LaPEViT's ``blocks.{i}`` layout.
 """
-from __future__ import annotations
-
 import re
 
 import torch.nn as nn

@@ -1,6 +1,4 @@
 """bf16 autocast for training on any device (mmengine's AmpOptimWrapper refuses CPUs)."""
-from __future__ import annotations
-
 from contextlib import contextmanager
 
 import torch

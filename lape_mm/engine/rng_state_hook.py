@@ -4,8 +4,6 @@ mmengine's resume re-seeds with the run's seed but does not restore where the ge
 dropout masks (and anything else drawn in the main process) after a resume differ from an
 uninterrupted run.
 """
-from __future__ import annotations
-
 import random
 
 import numpy as np

@@ -4,8 +4,6 @@ LaPEViT's ``checkpoint_filter_fn`` (as in timm): the PE resized to the model's g
 layers as identity, fixed PE tables checked, what the model leaves out by design dropped. Reading files
 and renaming foreign keys is :mod:`lape_mm.checkpoint`'s job.
 """
-from __future__ import annotations
-
 from dataclasses import dataclass, field
 
 import torch

@@ -1,6 +1,4 @@
 """LaPEViT: a plain ViT backbone whose position embedding is joined per layer (LaPE, ICCV 2023)."""
-from __future__ import annotations
-
 import warnings
 from typing import List, Optional, Sequence, Tuple
 
@@ -52,24 +50,18 @@ torch.fx.wrap('resize_pos_embed')
 class LaPEViT(BaseModule):
     """Vision transformer with layer-adaptive position embedding, for mmseg and mmdet.
 
-    ``pe_join`` decides where the PE enters (see README, "What LaPE is"): 'lape' adds ``p_l = pe_norm_l(p_{l-1})``
-    to every block's normalized attention input; 'lape_independent' adds ``pe_norm_l(pe)``;
-    'add' is the standard ViT (PE added once to the input tokens); 'share' adds the same PE to
-    the residual stream before every block; 'unshare' adds a separate learnable PE per block.
-    ``pe_type`` is 'learnable' (a Parameter), 'sincos_1d' / 'sincos_2d' (the LaPE authors' fixed
-    tables, a persistent buffer so checkpoints carry them as theirs do) or 'none'.
+    ``pe_join`` decides where the PE enters (:meth:`block_pos_embed`): 'lape' and 'lape_independent'
+    into every block's normalized attention input, through the block's own ``pe_norm``; 'add' once
+    into the input tokens (the standard ViT); 'share' and 'unshare' into the residual stream before
+    every block (one PE, or one per block). ``pe_type`` is 'learnable' (a Parameter), 'sincos_1d' /
+    'sincos_2d' (the authors' fixed tables, a persistent buffer as in their checkpoints) or 'none'.
 
-    The PE is stored for the ``img_size`` grid (one cls slot first, as in DeiT) and bicubically
-    resized to each input's grid. Returns a tuple of ``[B, C, H/p, W/p]`` maps, one per
-    ``out_indices`` entry (each ``[map, cls_token]`` when ``output_cls_token``), like mmseg's
-    ``VisionTransformer``. ``window_size > 0`` turns every block not in ``global_attn_indexes``
-    into windowed attention (ViTDet), which needs ``with_cls_token=False``; ``window_pad`` and
-    ``layer_scale_init`` go to every block (see :class:`LaPEBlock`).
-
-    The per-layer PE terms are made one block at a time (:meth:`block_pos_embed`). Inference under
-    autocast keeps the blocks' linear weights in the autocast dtype between calls (see
-    :class:`AutocastWeightCache`; ``autocast_weight_cache=False`` trades its speed-up for the
-    memory); ``train()`` (so ``eval()`` too) drops them.
+    The PE is stored for the ``img_size`` grid (cls slot first, as in DeiT) and bicubically resized
+    to each input's grid. Returns one ``[B, C, H/p, W/p]`` map per ``out_indices`` entry (``[map,
+    cls_token]`` with ``output_cls_token``), like mmseg's ``VisionTransformer``. ``window_size > 0``
+    makes the blocks outside ``global_attn_indexes`` attend in windows (ViTDet; see :class:`LaPEBlock`).
+    Inference under autocast reuses linear weights cast once (:class:`AutocastWeightCache`), unless
+    ``autocast_weight_cache=False``.
     """
 
     num_prefix_tokens = 1  # the PE always stores a cls slot, so DeiT/timm/mmseg checkpoints fit
@@ -170,11 +162,10 @@ class LaPEViT(BaseModule):
         """mmseg's ``model.pretrained=PATH`` (passed on to the backbone) as ``init_cfg``."""
         if pretrained is None:
             return init_cfg
+        new = f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})"
         if init_cfg is not None:
-            raise ValueError('give the checkpoint either as pretrained=... or as init_cfg=dict(type='
-                             "'Pretrained', checkpoint=...), not both")
-        warnings.warn('pretrained=PATH is deprecated in OpenMMLab 2.x; use '
-                      "init_cfg=dict(type='Pretrained', checkpoint=PATH)", DeprecationWarning)
+            raise ValueError(f'give the checkpoint either as pretrained=... or as {new}, not both')
+        warnings.warn(f'pretrained=PATH is deprecated in OpenMMLab 2.x; use {new}', DeprecationWarning)
         return dict(type='Pretrained', checkpoint=pretrained)
 
     def _check_out_indices(self, out_indices) -> tuple[int, ...]:
@@ -343,9 +334,8 @@ class LaPEViT(BaseModule):
 
     def forward_tokens(self, img: torch.Tensor, indices: Optional[List[int]] = None, stop: Optional[int] = None
                        ) -> Tuple[torch.Tensor, List[torch.Tensor], Tuple[int, int]]:
-        """Run ``blocks[:stop]`` (all by default). Returns the tokens ``[B, T, C]`` after the last
-        block run (before the final ``norm``), the tokens after each block in ``indices`` (in
-        block order), and the grid."""
+        """Run ``blocks[:stop]`` (all by default): the tokens ``[B, T, C]`` after the last block run
+        (before ``norm``), those after each block in ``indices`` (in block order), and the grid."""
         x, hw = self.embed(img)
         x, pe = self.join_input_pe(x, hw)
         x = self.pos_drop(x)
@@ -367,8 +357,7 @@ class LaPEViT(BaseModule):
         return patch_tokens.reshape(-1, hw[0], hw[1], self.embed_dims).permute(0, 3, 1, 2).contiguous()
 
     def forward(self, img: torch.Tensor) -> tuple:
-        """``[B, in_channels, H, W]`` to a tuple of ``[B, C, h, w]`` maps, one per out index (in
-        block order)."""
+        """``[B, in_channels, H, W]`` to one ``[B, C, h, w]`` map per out index (in block order)."""
         _, intermediates, hw = self.forward_tokens(img, list(self.out_indices), stop=max(self.out_indices) + 1)
         if self.num_layers - 1 in self.out_indices:  # the last block's output goes through the final norm
             intermediates[-1] = self.norm(intermediates[-1])

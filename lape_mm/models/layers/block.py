@@ -1,6 +1,4 @@
 """The LaPE transformer block: ``x = x + drop_path(attn(norm1(x) + pe))``."""
-from __future__ import annotations
-
 import warnings
 from typing import Optional, Tuple
 

@@ -1,6 +1,4 @@
 """Position embeddings: the LaPE authors' fixed tables and on-the-fly resizing to any token grid."""
-from __future__ import annotations
-
 import math
 from typing import Tuple
 

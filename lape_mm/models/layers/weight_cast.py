@@ -1,6 +1,4 @@
 """Linear-layer weights cast once to the autocast dtype, for repeated inference."""
-from __future__ import annotations
-
 from typing import Optional
 
 import torch

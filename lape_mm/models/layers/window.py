@@ -1,6 +1,4 @@
 """ViTDet-style window partitioning of a token grid, padding to whole windows."""
-from __future__ import annotations
-
 import torch
 import torch.nn.functional as F
 

@@ -1,6 +1,4 @@
 """ViTDet's simple feature pyramid: one stride-16 ViT map to a multi-scale pyramid for detectors."""
-from __future__ import annotations
-
 from typing import Sequence
 
 import torch
