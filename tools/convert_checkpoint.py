@@ -17,7 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import torch  # noqa: E402
 
-from lape_mm.checkpoint import CheckpointError, read_checkpoint, to_authors  # noqa: E402
+from lape_mm.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 from lape_mm.models.layers import build_fixed_pos_embed, infer_grid, resize_pos_embed  # noqa: E402
 
 
@@ -25,6 +25,19 @@ def is_sincos_1d_table(pos_embed: torch.Tensor, grid: tuple[int, int]) -> bool:
     """Whether a PE ``[1, 1 + N, C]`` is the authors' fixed '1D_sin' table."""
     table = build_fixed_pos_embed('sincos_1d', grid, pos_embed.shape[-1])
     return pos_embed.shape == table.shape and torch.allclose(pos_embed.float(), table, atol=1e-6)
+
+
+def to_authors(state_dict: dict, one_d_table: bool = False) -> dict:
+    """Native keys to the authors' layout (the inverse of lape_mm's ``convert_timm``): per-block PEs as
+    ``pos_embed{i}``, and with ``one_d_table`` (a '1D_sin' model) the PE as their 2-D ``[1 + N, C]`` table."""
+    state_dict = dict(state_dict)
+    pe = state_dict.get('pos_embed')
+    if pe is not None and pe.shape[0] > 1:
+        state_dict.pop('pos_embed')
+        state_dict.update({f'pos_embed{i}': copy[None].clone() for i, copy in enumerate(pe)})
+    elif pe is not None and one_d_table:
+        state_dict['pos_embed'] = pe[0]
+    return state_dict
 
 
 def convert(src: str, dst: str, prefix: str | None = None, img_size: list[int] | None = None,

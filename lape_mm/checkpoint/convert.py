@@ -3,7 +3,6 @@ format; :func:`to_lape_state_dict` detects the format. Pure renaming: fitting to
 ``models/backbones/checkpoint_fit.py``'s job.
 """
 import ast
-import contextlib
 import re
 from collections.abc import Mapping
 
@@ -127,52 +126,22 @@ def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[
     return CONVERTERS[fmt](state_dict), fmt
 
 
-def to_authors(state_dict: StateDict, one_d_table: bool = False) -> StateDict:
-    """The inverse of :func:`convert_timm`: per-block PEs as ``pos_embed{i}``, and with ``one_d_table``
-    (a '1D_sin' model) the PE as the authors' 2-D ``[1 + N, C]`` table."""
-    state_dict = dict(state_dict)
-    pe = state_dict.get('pos_embed')
-    if pe is not None and pe.shape[0] > 1:
-        state_dict.pop('pos_embed')
-        state_dict.update({f'pos_embed{i}': copy[None].clone() for i, copy in enumerate(pe)})
-    elif pe is not None and one_d_table:
-        state_dict['pos_embed'] = pe[0]
-    return state_dict
-
-
 def saved_patch_grid(checkpoint: Mapping) -> tuple[int, int] | None:
     """The PE grid a checkpoint was trained at: ``meta['pos_embed_grid']`` (tools/convert_checkpoint.py),
-    or the LaPE backbone's ``img_size // patch_size`` in mmengine's ``meta['cfg']`` text (parsed, never run)."""
+    or ``img_size // patch_size`` of the LaPE backbone in mmengine's ``meta['cfg']`` text (parsed, never run)."""
     meta = checkpoint.get('meta')
     if not isinstance(meta, Mapping):
         return None
     if meta.get('pos_embed_grid') is not None:
         return tuple(int(s) for s in meta['pos_embed_grid'])
-    if not isinstance(meta.get('cfg'), str):
-        return None
     try:
-        tree = ast.parse(meta['cfg'])
-    except SyntaxError:
-        return None
-    for node in ast.walk(tree):
-        fields = _literal_fields(node)
-        if str(fields.get('type', '')).startswith('LaPEViT'):
-            img_size, patch_size = fields.get('img_size', 224), fields.get('patch_size', 16)
-            img_size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
-            return img_size[0] // patch_size, img_size[1] // patch_size
+        for call in (node for node in ast.walk(ast.parse(meta.get('cfg'))) if isinstance(node, ast.Call)):
+            fields = {kw.arg: kw.value for kw in call.keywords if kw.arg}
+            if str(getattr(fields.get('type'), 'value', '')).startswith('LaPEViT'):
+                size = ast.literal_eval(fields['img_size']) if 'img_size' in fields else 224
+                patch = ast.literal_eval(fields['patch_size']) if 'patch_size' in fields else 16
+                h, w = (size, size) if isinstance(size, int) else size
+                return h // patch, w // patch
+    except (TypeError, SyntaxError, ValueError):  # no cfg text, or a value that is not a literal
+        pass
     return None
-
-
-def _literal_fields(node: ast.AST) -> dict:
-    """The literal entries of a ``dict(k=v)`` call or a ``{'k': v}`` display."""
-    if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == 'dict':
-        pairs = [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
-    elif isinstance(node, ast.Dict):
-        pairs = [(k.value, v) for k, v in zip(node.keys, node.values) if isinstance(k, ast.Constant)]
-    else:
-        return {}
-    fields = {}
-    for key, value in pairs:
-        with contextlib.suppress(ValueError):  # a value that is not a literal
-            fields[key] = ast.literal_eval(value)
-    return fields
