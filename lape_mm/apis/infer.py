@@ -1,8 +1,7 @@
 """Single-image inference through mmseg's / mmdet's inferencers, loading the checkpoint strictly.
 
-Stock inferencers load weights with ``strict=False``: a checkpoint of another model only logs its
-mismatched keys and then predicts with random weights.
-"""
+Stock inferencers load weights with ``strict=False``: a checkpoint of another model only logs its mismatched
+keys and then predicts with random weights."""
 from pathlib import Path
 
 import numpy as np

@@ -1,7 +1,6 @@
-"""Foreign checkpoint key layouts to lape_mm's native one (timm/DeiT/LaPE authors), one function per
-format; :func:`to_lape_state_dict` detects the format. Pure renaming: fitting to a model is
-``models/backbones/checkpoint_fit.py``'s job.
-"""
+"""Foreign checkpoint key layouts to lape_mm's native one (timm/DeiT/LaPE authors), one function per format.
+
+:func:`to_lape_state_dict` detects the format. Pure renaming: fitting to a model is in its ``checkpoint_fit``."""
 import ast
 import re
 from collections.abc import Mapping
@@ -17,12 +16,9 @@ MMPRETRAIN_CLS_HEAD = 'head.layers.head.'  # the linear layer of mmpretrain's Vi
 
 
 def _rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
-    out = {}
-    for key, value in state_dict.items():
-        for pattern, repl in rules:
-            key = re.sub(pattern, repl, key)
-        out[key] = value
-    return out
+    for pattern, repl in rules:
+        state_dict = {re.sub(pattern, repl, key): value for key, value in state_dict.items()}
+    return state_dict
 
 
 def convert_timm(state_dict: StateDict) -> StateDict:

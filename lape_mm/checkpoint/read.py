@@ -8,11 +8,8 @@ from .safe_load import refused, register_safe_globals
 
 
 def read_checkpoint(path: str, prefix: str | None = None) -> tuple[StateDict, str, tuple[int, int] | None]:
-    """The file's weights in native keys, its format, and the PE grid saved with it (if any).
-
-    ``path`` is anything mmengine's ``CheckpointLoader`` reads (a local file, ``https://``, ``s3://``...);
-    every read is weights-only.
-    """
+    """The file's weights in native keys, its format, and the PE grid saved with it (if any). ``path`` is
+    anything mmengine's ``CheckpointLoader`` reads (a file, ``https://``, ``s3://``...), always weights-only."""
     register_safe_globals()  # remote loaders use torch.load's default weights_only=True with this allowlist
     try:
         checkpoint = CheckpointLoader.load_checkpoint(path, map_location='cpu', logger='current')

@@ -1,11 +1,10 @@
 """Weights-only checkpoint loading, with an allowlist of exactly the globals mmengine checkpoints hold.
 
-torch>=2.6 loads ``weights_only=True``, which refuses mmengine's training checkpoints (``HistoryBuffer``
-and numpy arrays in ``message_hub``); we allowlist those classes rather than unpickle anything. The
-buffer itself pickles its class-wide statistics table as ``getattr(HistoryBuffer, 'mean')``, and
-allowlisting ``getattr`` would allow any attribute, so we pickle it without that table (rebuilt on load).
-A file that cannot be read raises one :class:`CheckpointError` naming the file and what is wrong.
-"""
+torch>=2.6 loads ``weights_only=True``, which refuses mmengine's training checkpoints (``HistoryBuffer`` and
+numpy arrays in ``message_hub``): we allowlist those classes rather than unpickle anything. The buffer pickles
+its statistics table as ``getattr(HistoryBuffer, 'mean')``, and allowing ``getattr`` would allow any
+attribute, so it is pickled without that table (rebuilt on load). An unreadable file is one
+:class:`CheckpointError` naming the file and the problem."""
 import argparse
 import os
 import os.path as osp

@@ -1,9 +1,7 @@
 """Catch broken datasets before a run starts, with errors that say what is wrong and where.
 
-mmseg and mmdet only fail once a bad sample is loaded, often hours in (or never, when a label above
-the class count silently trains a wrong class). These checks read the dataset configs the Runner
-will build and fail fast.
-"""
+mmseg and mmdet fail only once a bad sample is loaded, often hours in (or never: a label above the class
+count silently trains a wrong class). These checks read the Runner's dataset configs and fail fast."""
 import inspect
 import json
 from pathlib import Path
@@ -60,9 +58,8 @@ def dataset_defaults(dataset_type) -> dict:
 
 
 def check_seg_dataset(dataset: dict, num_classes: int) -> None:
-    """Paths exist, every image has an annotation and vice versa, no image or map is empty or
-    unreadable, and labels fit ``num_classes``; settings the config leaves out are the dataset
-    class's defaults."""
+    """Paths exist, images and annotations pair up, none is empty or unreadable, and labels fit
+    ``num_classes``; settings the config leaves out are the dataset class's defaults."""
     dataset = {**dataset_defaults(dataset.get('type')), **dataset}
     root, prefix = Path(dataset.get('data_root') or ''), dataset.get('data_prefix', {})
     img_dir, ann_dir = root / prefix.get('img_path', ''), root / prefix.get('seg_map_path', '')

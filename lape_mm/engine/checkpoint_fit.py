@@ -1,9 +1,7 @@
 """Refuse a checkpoint that does not fit the model exactly, listing the keys that differ.
 
-mmengine loads ``load_from`` / ``--resume`` / inferencer weights with ``strict=False``: a checkpoint of
-another architecture, a backbone-only file or one without ``pos_embed`` only logs its mismatched keys,
-and evaluation then scores a randomly initialised model, with exit code 0.
-"""
+mmengine loads ``load_from`` / ``--resume`` / inferencer weights with ``strict=False``: a checkpoint of another
+model only logs its mismatched keys, and evaluation then scores random weights, with exit code 0."""
 import re
 from collections import Counter
 

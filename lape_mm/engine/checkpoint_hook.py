@@ -1,9 +1,7 @@
 """mmengine's CheckpointHook, but an old checkpoint is deleted only once the new one is complete.
 
-Stock ``max_keep_ckpts`` removes the oldest checkpoint *before* writing the new one, so a run killed
-during that save (at ``max_keep_ckpts=1``) is left with no checkpoint at all, and its
-``last_checkpoint`` names the deleted file.
-"""
+Stock ``max_keep_ckpts`` removes the oldest checkpoint *before* writing the new one, so a run killed during
+that save (at ``max_keep_ckpts=1``) has no checkpoint left, and ``last_checkpoint`` names the deleted file."""
 from mmengine.dist import is_main_process
 from mmengine.hooks import CheckpointHook
 from mmengine.registry import HOOKS

@@ -1,9 +1,8 @@
 """mmcv's NMS and RoIAlign under bf16 autocast on the CPU.
 
-Their CPU kernels take fp32 only, while mmdet hands them boxes, scores and features in the autocast
-dtype, so a Mask R-CNN step with ``--amp`` on a CPU fails inside ``mmcv.ops.nms``. The wrapped ops
-compute in fp32 and return the caller's dtype; on CUDA, or in fp32, they are the ops themselves.
-"""
+Their CPU kernels take fp32 only, while mmdet hands them tensors in the autocast dtype, so Mask R-CNN with
+``--amp`` on a CPU fails inside ``mmcv.ops.nms``. The wrapped ops compute in fp32 and return the caller's
+dtype; on CUDA, or in fp32, they are the ops themselves."""
 import functools
 import sys
 

@@ -1,8 +1,7 @@
 """Layer-wise learning-rate decay for LaPEViT in mmseg and mmdet configs.
 
-mmseg's ``LearningRateDecayOptimizerConstructor`` recognises only ConvNeXt/BEiT/MAE backbones
-by class name and mmdet's only ConvNeXt, so neither fits LaPEViT's ``blocks.{i}`` layout.
-"""
+mmseg's ``LearningRateDecayOptimizerConstructor`` knows only ConvNeXt/BEiT/MAE backbones by class name and
+mmdet's only ConvNeXt, so neither fits LaPEViT's ``blocks.{i}`` layout."""
 import re
 
 import torch.nn as nn
@@ -27,12 +26,9 @@ def vit_layer_id(param_name: str, num_layers: int) -> int:
 
 @OPTIM_WRAPPER_CONSTRUCTORS.register_module()
 class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
-    """lr of layer ``i`` = base_lr * layer_decay_rate ** (num_layers + 1 - i); no weight decay
-    on norms, biases, ``pos_embed`` and ``cls_token``.
-
-    ``paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65)``; ``num_layers`` defaults to the
-    backbone's depth.
-    """
+    """lr of layer ``i`` = base_lr * layer_decay_rate ** (num_layers + 1 - i); no weight decay on norms,
+    biases, ``pos_embed`` and ``cls_token``. ``paramwise_cfg=dict(num_layers=12, layer_decay_rate=0.65)``;
+    ``num_layers`` defaults to the backbone's depth."""
 
     def add_params(self, params: list, module: nn.Module, **kwargs) -> None:
         num_layers = self.paramwise_cfg.get('num_layers') or len(module.backbone.blocks)

@@ -10,11 +10,8 @@ from mmengine.runner.amp import autocast
 
 @OPTIM_WRAPPERS.register_module()
 class AutocastOptimWrapper(OptimWrapper):
-    """Runs forward and loss under ``torch.autocast`` in ``dtype`` (default bfloat16).
-
-    bf16 has fp32's exponent range, so unlike fp16 it needs no loss scaling; that is what lets
-    ``--amp`` work on CPUs (AVX512-BF16 / AMX) as well as on GPUs.
-    """
+    """Runs forward and loss under ``torch.autocast`` in ``dtype`` (default bfloat16). bf16 has fp32's
+    exponent range, so it needs no loss scaling; that lets ``--amp`` work on CPUs as well as on GPUs."""
 
     def __init__(self, *args, dtype: str | torch.dtype = 'bfloat16', **kwargs):
         super().__init__(*args, **kwargs)

@@ -1,9 +1,7 @@
 """Save and restore every RNG state with checkpoints, so a resumed run continues bit-identically.
 
-mmengine's resume re-seeds with the run's seed but does not restore where the generators were, so
-dropout masks (and anything else drawn in the main process) after a resume differ from an
-uninterrupted run.
-"""
+mmengine's resume re-seeds but does not restore where the generators were, so dropout masks (and anything
+else drawn in the main process) after a resume differ from an uninterrupted run."""
 import random
 
 import numpy as np

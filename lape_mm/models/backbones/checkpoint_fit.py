@@ -1,9 +1,8 @@
-"""Fit a native (timm/DeiT/LaPE authors) state dict to a :class:`LaPEViT` and load it strictly.
+"""LaPEViT's ``checkpoint_filter_fn`` (as in timm): fit a native state dict to the model and load it strictly.
 
-LaPEViT's ``checkpoint_filter_fn`` (as in timm): the PE resized to the model's grid, absent ``pe_norm``
-layers as identity, fixed PE tables checked, what the model leaves out by design dropped. Reading files
-and renaming foreign keys is :mod:`lape_mm.checkpoint`'s job.
-"""
+The PE is resized to the model's grid, absent ``pe_norm`` layers start as identity, fixed PE tables are
+checked, and what the model leaves out by design is dropped. Reading files and renaming foreign keys is
+:mod:`lape_mm.checkpoint`'s job."""
 from dataclasses import dataclass, field
 
 import torch
@@ -24,14 +23,11 @@ class FitReport:
     fresh: list[str] = field(default_factory=list)  # a subclass's own modules, not in a plain ViT
 
     def log(self, source: str) -> None:
-        if self.dropped:
-            print_log(f'{source}: not loaded, as the configuration leaves them out: {self.dropped}', logger='current')
-        if self.identity:
-            print_log(f'{source}: {len(self.identity)} pe_norm layers are not in the checkpoint (a plain ViT): '
-                      'initialised to identity (weight 1, bias 0)', logger='current')
-        if self.fresh:
-            print_log(f'{source}: a plain ViT checkpoint: {len(self.fresh)} tensors of the modules added on '
-                      'top of it start fresh', logger='current')
+        for keys, what in ((self.dropped, 'not loaded, as the configuration leaves them out'),
+                           (self.identity, 'pe_norm layers not in the checkpoint (a plain ViT) start as identity'),
+                           (self.fresh, 'tensors of the modules added on top of a plain ViT start fresh')):
+            if keys:
+                print_log(f'{source}: {len(keys)} {what}: {keys}', logger='current')
 
 
 def pretrained_checkpoint(init_cfg) -> str | None:
@@ -42,8 +38,7 @@ def pretrained_checkpoint(init_cfg) -> str | None:
 
 
 def checkpoint_pe_grid(pos_embed: torch.Tensor, model, saved_grid: tuple[int, int] | None) -> tuple[int, int]:
-    """The grid of a checkpoint PE ``[L, 1 + N, C]``: the one saved with it, else the model's for the
-    same number of slots, else a square one; anything else is refused."""
+    """The grid of a checkpoint PE ``[L, 1 + N, C]``: the saved one, else the model's if N fits, else square."""
     num_patches = pos_embed.shape[1] - model.num_prefix_tokens
     if saved_grid is not None:
         if saved_grid[0] * saved_grid[1] != num_patches:
@@ -63,8 +58,8 @@ def checkpoint_pe_grid(pos_embed: torch.Tensor, model, saved_grid: tuple[int, in
 
 
 def fit_pos_embed(pos_embed: torch.Tensor, model, grid: tuple[int, int]) -> torch.Tensor:
-    """A learnable checkpoint PE ``[1|L, 1 + h*w, C]`` at the model's grid and number of copies; a fixed
-    table must be the model's own definition (at the checkpoint's grid), and the model keeps its own."""
+    """A learnable checkpoint PE ``[1|L, 1 + h*w, C]`` at the model's grid and copies; a fixed table must be
+    the model's own (at the checkpoint's grid), and the model keeps its own."""
     if not isinstance(model.pos_embed, nn.Parameter):
         _check_fixed_pos_embed(pos_embed, model, grid)
         return model.pos_embed
@@ -89,16 +84,10 @@ def fit_state_dict(state_dict: StateDict, model, keep_head: bool = False,
                    saved_grid: tuple[int, int] | None = None) -> tuple[StateDict, FitReport]:
     """Fit a native state dict to ``model``: PE grid and copies, identity ``pe_norm``, no
     classifier head (unless ``keep_head``), and nothing the configuration leaves out on purpose."""
-    state_dict, report = dict(state_dict), FitReport()
-    own = model.state_dict()
-    left_out = [] if keep_head else list(HEAD_PREFIXES)
-    if model.cls_token is None:
-        left_out.append('cls_token')
-    if not model.final_norm:
-        left_out.append('norm.')
-    if model.pos_embed is None:
-        left_out.append('pos_embed')
-    for key in [k for k in state_dict if k.startswith(tuple(left_out)) and k not in own]:
+    state_dict, report, own = dict(state_dict), FitReport(), model.state_dict()
+    absent = {'cls_token': model.cls_token is None, 'norm.': not model.final_norm, 'pos_embed': model.pos_embed is None}
+    left_out = tuple(key for key, is_absent in absent.items() if is_absent) + (() if keep_head else HEAD_PREFIXES)
+    for key in [k for k in state_dict if k.startswith(left_out) and k not in own]:
         report.dropped.append(key)
         del state_dict[key]
     pe = state_dict.get('pos_embed')
@@ -118,8 +107,7 @@ def fit_state_dict(state_dict: StateDict, model, keep_head: bool = False,
 
 
 def state_dict_diff(model: nn.Module, state_dict: dict) -> tuple[list[str], list[str], list[str]]:
-    """The keys ``model`` needs that ``state_dict`` lacks, those it has no place for, and one
-    ``'key: checkpoint (shape) vs model (shape)'`` per shape mismatch."""
+    """The keys ``model`` needs that ``state_dict`` lacks, those it has no place for, and the shape mismatches."""
     own = model.state_dict()
     reshaped = [f'{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}'
                 for k, v in state_dict.items() if k in own and getattr(v, 'shape', None) != own[k].shape]
@@ -128,8 +116,7 @@ def state_dict_diff(model: nn.Module, state_dict: dict) -> tuple[list[str], list
 
 def check_state_dict(model: nn.Module, state_dict: StateDict, source: str = 'checkpoint',
                      strict: bool = True) -> None:
-    """Raise a CheckpointError naming shape mismatches, and with ``strict`` missing and unexpected
-    keys; without ``strict`` those are logged as warnings."""
+    """A CheckpointError naming shape mismatches, and with ``strict`` missing and unexpected keys (else warned)."""
     missing, unexpected, mismatched = state_dict_diff(model, state_dict)
     if mismatched:
         raise CheckpointError(f'{source} does not fit the model ({len(mismatched)} shape mismatches):\n  '
@@ -159,10 +146,7 @@ def _short(keys: list[str], limit: int = 8) -> str:
 def load_pretrained(model, path: str, prefix: str | None = None, keep_head: bool = False,
                     strict: bool = True) -> str:
     """Load a checkpoint of any format :mod:`lape_mm.checkpoint` reads into ``model``; return the format.
-
-    Strict by default: a tensor the model needs and the file lacks, or one without a place in the
-    model, is a :class:`CheckpointError` naming the keys.
-    """
+    Strict by default: a tensor missing or without a place is a :class:`CheckpointError` naming the keys."""
     state_dict, fmt, saved_grid = read_checkpoint(path, prefix)
     source = f'{path} ({fmt} format)'
     fitted, report = fit_state_dict(state_dict, model, keep_head, saved_grid)

@@ -61,8 +61,7 @@ class LaPEViT(BaseModule):
     cls_token]`` with ``output_cls_token``), like mmseg's ``VisionTransformer``. ``window_size > 0``
     makes the blocks outside ``global_attn_indexes`` attend in windows (ViTDet; see :class:`LaPEBlock`).
     Inference under autocast reuses linear weights cast once (:class:`AutocastWeightCache`), unless
-    ``autocast_weight_cache=False``.
-    """
+    ``autocast_weight_cache=False``."""
 
     num_prefix_tokens = 1  # the PE always stores a cls slot, so DeiT/timm/mmseg checkpoints fit
     extra_prefixes: Tuple[str, ...] = ()  # state-dict prefixes a subclass adds on top of a plain ViT
@@ -266,11 +265,9 @@ class LaPEViT(BaseModule):
                         ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Block ``i``'s PE term, from the PE ``pe`` that reaches it, and the PE passed on to block i+1.
 
-        'lape': ``p_l = pe_norm_l(p_{l-1})``, both the term and what is passed on;
-        'lape_independent': ``pe_norm_l(pe)``; 'share': ``pe`` itself; 'unshare': block l's own PE.
-        The LaPE terms go into the block's normalized attention input, the others into the residual
-        stream (see :meth:`forward_blocks`). Each PE has batch size 1: O(N*C) per layer whatever the batch.
-        """
+        'lape': ``p_l = pe_norm_l(p_{l-1})``, both the term and what is passed on; 'lape_independent':
+        ``pe_norm_l(pe)``; 'share': ``pe``; 'unshare': block l's own PE. The LaPE terms go into the block's
+        normalized attention input, the others into the residual stream. Batch size 1: O(N*C) per layer."""
         if pe is None:
             return None, None
         if self.pe_join == 'lape':
@@ -283,12 +280,8 @@ class LaPEViT(BaseModule):
         return pe, pe  # 'share'
 
     def pos_embed_terms(self, hw: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
-        """Every PE term for a token grid at once, for analysis: ``(input_pe, block_pes)``.
-
-        ``input_pe`` ('add') is added to the tokens before block 0; ``block_pes[l]`` is block l's
-        term from :meth:`block_pos_embed`. The forward takes the terms one block at a time instead,
-        so inference never holds all of them.
-        """
+        """Every PE term for a token grid, for analysis: ``(input_pe, block_pes)``, the PE added before block 0
+        ('add') and each block's term from :meth:`block_pos_embed`. The forward makes them one at a time."""
         pe = self.grid_pos_embed(hw)
         if self.pe_join == 'add':
             return pe, [None] * self.num_layers
@@ -300,12 +293,9 @@ class LaPEViT(BaseModule):
 
     def forward_blocks(self, x: torch.Tensor, hw: Tuple[int, int], pe: Optional[torch.Tensor],
                        start: int = 0, stop: Optional[int] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Run ``blocks[start:stop]`` on tokens ``x`` ``[B, T, C]`` of an ``hw`` grid.
-
-        ``pe`` is the PE that reaches block ``start``: :meth:`join_input_pe`'s for block 0, the
-        second output of this method for a later ``start``. Returns the tokens after the last
-        block run (before the final ``norm``) and the PE that reaches block ``stop``.
-        """
+        """Run ``blocks[start:stop]`` on tokens ``x`` ``[B, T, C]`` of an ``hw`` grid, given the PE that reaches
+        block ``start`` (from :meth:`join_input_pe`, or this method's for a later ``start``). Returns the tokens
+        after the last block run (before ``norm``) and the PE that reaches block ``stop``."""
         stop = self.num_layers if stop is None else stop
         if torch.jit.is_scripting():
             weight_casts = None

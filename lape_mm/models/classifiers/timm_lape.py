@@ -1,7 +1,6 @@
 """LaPE image classifiers registered in timm: ``timm.create_model('lape_vit_tiny_patch16_224')``, with timm's
 ViT contract (``forward_features`` / ``forward_head``, ``forward_intermediates`` and ``features_only=True``,
-fx tracing) and strict pretrained loading through :func:`checkpoint_filter_fn`.
-"""
+fx tracing) and strict pretrained loading through :func:`checkpoint_filter_fn`."""
 
 from typing import List, Optional, Tuple, Union
 
@@ -116,11 +115,8 @@ class LaPEVisionTransformer(LaPEViT):
 
 
 def checkpoint_filter_fn(state_dict: dict, model: LaPEVisionTransformer) -> dict:
-    """timm's pretrained hook: any supported format in, this model's keys out, strictly.
-
-    Only the classifier may be absent or of another size (a new ``num_classes``): the model
-    keeps its fresh head then. Anything else missing or without a place is a CheckpointError.
-    """
+    """timm's pretrained hook: any supported format in, this model's keys out, strictly. Only the classifier
+    may be absent or of another size (a new ``num_classes``: the head starts fresh)."""
     native, fmt = to_lape_state_dict(state_dict)
     head = native.get('head.weight')
     keep_head = bool(model.num_classes) and head is not None and head.shape[0] == model.num_classes

@@ -17,8 +17,8 @@ WINDOW_PADS = ('input', 'qkv')
 
 
 class PENormalizer(nn.Module):
-    """A block as the backbone hands it to :meth:`LaPEViT.block_pos_embed` (TorchScript gives blocks
-    with and without ``pe_norm`` different types, so the argument is typed by this method alone)."""
+    """A block as :meth:`LaPEViT.block_pos_embed` sees it (for TorchScript, where blocks with and without
+    ``pe_norm`` have different types)."""
 
     def normalize_pe(self, pe: torch.Tensor) -> torch.Tensor:
         pass
@@ -32,13 +32,11 @@ with warnings.catch_warnings():  # torch 2.14 warns that TorchScript is deprecat
 class LaPEBlock(nn.Module):
     """Pre-norm ViT block whose attention input can receive a per-layer position embedding.
 
-    Parameter names follow timm/DeiT (``norm1``, ``attn.qkv``, ``attn.proj``, ``norm2``,
-    ``mlp.fc1``, ``mlp.fc2``) plus ``pe_norm``, the block's own LayerNorm for the PE, so the
-    authors' checkpoints load as they are. With ``window_size > 0`` attention runs inside
-    non-overlapping windows of the patch grid (ViTDet); the PE is added before partitioning so
-    each window keeps its absolute positions. A grid the windows do not tile is padded: the
-    block's normalized input (``window_pad='input'``, ViTDet) or q, k and v (``'qkv'``,
-    ViT-Adapter). ``layer_scale_init`` adds timm's LayerScale to both branches (``ls1``, ``ls2``).
+    Parameter names are timm/DeiT's plus ``pe_norm``, the block's own LayerNorm for the PE, so the
+    authors' checkpoints load as they are. ``window_size > 0`` runs attention inside windows of the
+    patch grid (ViTDet), after the PE is added, so windows keep absolute positions; a grid they do not
+    tile pads the normalized input (``window_pad='input'``, ViTDet) or q, k and v (``'qkv'``,
+    ViT-Adapter). ``layer_scale_init`` adds timm's LayerScale to both branches.
     """
 
     def __init__(self, dim: int, num_heads: int, norm_layer, mlp_ratio: float = 4., qkv_bias: bool = True,
@@ -60,8 +58,7 @@ class LaPEBlock(nn.Module):
 
     def forward(self, x: torch.Tensor, pe: Optional[torch.Tensor] = None,
                 hw: Tuple[int, int] = (0, 0)) -> torch.Tensor:
-        """``x``: ``[B, N, C]`` tokens of an ``hw`` grid; ``pe``: ``[1, N, C]`` added to the attention
-        input, or None."""
+        """``x``: ``[B, N, C]`` tokens of an ``hw`` grid; ``pe``: ``[1, N, C]`` for the attention input, or None."""
         y = self.norm1(x)
         if pe is not None:
             y = y + pe
@@ -70,13 +67,9 @@ class LaPEBlock(nn.Module):
 
     @torch.jit.export  # TorchScript: called from the backbone, not from forward
     def normalize_pe(self, pe: torch.Tensor) -> torch.Tensor:
-        """``pe_norm(pe)`` with a finite gradient: no gradient flows back into PE slots that the norm
-        sees as constant (variance below its eps, e.g. the zero cls slot of a fixed table).
-
-        For such a slot the forward is just the norm's bias, but the input gradient is scaled by
-        about ``1/sqrt(eps)`` (1000x at eps 1e-6) in every block of the progressive chain, so it
-        overflows within a few blocks. The forward is unchanged, so without autograd the check is skipped.
-        """
+        """``pe_norm(pe)`` with a finite gradient: none flows back into PE slots the norm sees as constant
+        (variance below its eps, e.g. a fixed table's zero cls slot). Their output is the norm's bias, but
+        their input gradient grows ``1/sqrt(eps)``-fold per block and overflows within a few blocks."""
         norm = self.pe_norm
         if norm is not None:  # (written so that TorchScript compiles blocks without a pe_norm too)
             if torch.is_grad_enabled():  # (not pe.requires_grad: fx traces must keep the check)

@@ -29,9 +29,9 @@ def sincos_1d_pos_embed(num_positions: int, dim: int) -> torch.Tensor:
 
 
 def sincos_2d_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
-    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): channels ``[0, dim/2)`` encode
-    the column x and ``[dim/2, dim)`` the row y, each as interleaved sin/cos of
-    ``coordinate * exp(-k * ln(10000) / (dim/2))`` for ``k = 0, 2, 4, ...``."""
+    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): channels ``[0, dim/2)`` encode the
+    column x and ``[dim/2, dim)`` the row y, as interleaved sin/cos of ``coord * exp(-k ln(10000) / (dim/2))``,
+    ``k = 0, 2, 4, ...``."""
     if dim % 4:
         raise ValueError(f'sincos_2d needs an embedding dim divisible by 4, got {dim}')
     half = dim // 2
@@ -47,11 +47,8 @@ def sincos_2d_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
 
 
 def build_fixed_pos_embed(pe_type: str, grid: tuple[int, int], dim: int) -> torch.Tensor:
-    """A fixed PE ``[1, 1 + h*w, C]`` exactly as the authors build it, one cls slot first.
-
-    'sincos_1d' numbers the cls slot 0 and the patches 1..h*w; 'sincos_2d' leaves the cls slot
-    zero.
-    """
+    """A fixed PE ``[1, 1 + h*w, C]`` exactly as the authors build it, cls slot first: 'sincos_1d' numbers
+    the cls slot 0 and the patches 1..h*w; 'sincos_2d' leaves the cls slot zero."""
     num_patches = grid[0] * grid[1]
     if pe_type == 'sincos_1d':
         return sincos_1d_pos_embed(1 + num_patches, dim)[None]
@@ -63,12 +60,9 @@ def build_fixed_pos_embed(pe_type: str, grid: tuple[int, int], dim: int) -> torc
 
 def resize_pos_embed(pos_embed: torch.Tensor, new_grid: Tuple[int, int], old_grid: Tuple[int, int],
                      num_prefix_tokens: int = 1) -> torch.Tensor:
-    """Bicubically resize the grid part of ``pos_embed`` ``[L, prefix + h*w, C]`` to ``new_grid``.
-
-    Prefix (cls) slots are kept as they are. Unlike timm's ``resample_abs_pos_embed`` this keeps
-    a leading dim of L > 1 (one PE per block, 'unshare'); no antialiasing, as in mmseg, so that
-    the op exports to ONNX.
-    """
+    """Bicubically resize the grid part of ``pos_embed`` ``[L, prefix + h*w, C]`` to ``new_grid``; prefix
+    (cls) slots are kept. Unlike timm's ``resample_abs_pos_embed`` this keeps L > 1 (one PE per block,
+    'unshare') and float64, and does not antialias (as mmseg), so it exports to ONNX."""
     if not is_exporting() and new_grid[0] == old_grid[0] and new_grid[1] == old_grid[1]:
         return pos_embed
     prefix, grid_pe = pos_embed[:, :num_prefix_tokens], pos_embed[:, num_prefix_tokens:]

@@ -14,15 +14,12 @@ def is_plain_inference(module: nn.Module, x: torch.Tensor) -> bool:
 class AutocastWeightCache:
     """The weights and biases of each module's ``nn.Linear`` layers in a low-precision dtype.
 
-    Autocast casts every fp32 weight of a linear layer to bf16/fp16 at every call: for ViT-B at
-    batch 1 that is about 10% of a bf16 forward on a CPU with native bf16. Between inference calls
-    the weights do not change, so the casts are kept, keyed on each tensor's version counter,
-    storage and device: an optimizer step, ``load_state_dict`` or ``.to()`` recasts them. The cost
-    is one low-precision copy of the linear weights (162 MiB for ViT-B in bf16) held between calls;
-    the peak of a call does not grow, as plain autocast makes the same casts per call. Run a module
-    with them through ``torch.func.functional_call(module, casts, args)``; autocast leaves tensors
-    already in its dtype as they are, so outputs are bit-identical.
-    """
+    Autocast casts every fp32 linear weight to bf16/fp16 at every call: about 10% of a ViT-B bf16 forward
+    at batch 1 on a CPU with native bf16. Between inference calls the weights do not change, so the casts
+    are kept, keyed on each tensor's version, storage and device (an optimizer step, ``load_state_dict`` or
+    ``.to()`` recasts). The cost is one bf16 copy of the linear weights (162 MiB for ViT-B) between calls;
+    a call's peak does not grow. Use them with ``torch.func.functional_call(module, casts, args)``: autocast
+    leaves tensors already in its dtype as they are, so outputs are bit-identical."""
 
     def __init__(self):
         self._key: tuple | None = None

@@ -15,13 +15,11 @@ SCALE_FACTORS = (4.0, 2.0, 1.0, 0.5)
 class SimpleFPN(BaseModule):
     """Simple feature pyramid (ViTDet, Li et al. 2022), built from the backbone's last map only.
 
-    Each ``scale_factors`` entry makes one level from the ``[B, in_channels, H, W]`` input:
-    4.0: two 2x2 stride-2 deconvolutions with norm + GELU between; 2.0: one deconvolution;
-    1.0: the map itself; 0.5: 2x2 max pooling. Every level then gets a 1x1 conv + norm and a
-    3x3 conv + norm to ``out_channels``. Levels beyond ``len(scale_factors)`` up to
-    ``num_outs`` subsample the previous level by 2 (ViTDet's ``LastLevelMaxPool``, for the RPN's
-    stride-64 anchors). Returns ``num_outs`` maps ``[B, out_channels, H * s, W * s]``, finest first.
-    """
+    Each ``scale_factors`` entry makes one level from the ``[B, in_channels, H, W]`` input: 4.0: two 2x2
+    stride-2 deconvolutions with norm + GELU between; 2.0: one deconvolution; 1.0: the map; 0.5: 2x2 max
+    pooling; then a 1x1 and a 3x3 conv, each with norm, to ``out_channels``. Levels up to ``num_outs``
+    subsample the previous one by 2 (ViTDet's ``LastLevelMaxPool``, for the RPN's stride-64 anchors).
+    Returns ``num_outs`` maps ``[B, out_channels, H * s, W * s]``, finest first."""
 
     def __init__(self,
                  in_channels: int,
