@@ -1,9 +1,8 @@
 """lape_mm: LaPE vision transformers for OpenMMLab (mmseg / mmdet 3.x).
 
 ``custom_imports = dict(imports=['lape_mm'])`` in a config registers everything below."""
-from . import engine  # noqa: F401  (registers optim wrapper, constructor, hooks)
 from .checkpoint import register_safe_globals, use_safe_local_loader
-from .engine import patch_mmcv_cpu_amp_ops, use_atomic_local_backend
+from .engine import patch_mmcv_cpu_amp_ops, use_atomic_local_backend  # (and registers the hooks and wrappers)
 from .models import LaPEViT, LaPEViTAdapter, LaPEVisionTransformer
 
 register_safe_globals()

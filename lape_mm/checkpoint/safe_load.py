@@ -99,20 +99,16 @@ def safe_load(path: str | PathLike, map_location='cpu') -> dict:
 
 def load_from_local(filename: str, map_location=None) -> dict:
     """mmengine's loader for local paths, through :func:`safe_load`."""
-    if not filename:
-        raise FileNotFoundError('no checkpoint path given (an empty file name)')
     filename = osp.expanduser(filename)
     if not osp.isfile(filename):
-        raise FileNotFoundError(f'checkpoint {filename} does not exist')
+        raise FileNotFoundError(f'checkpoint {filename!r} does not exist')
     return safe_load(filename, map_location=map_location)
 
 
-def load_url_weights_only(url: str, model_dir: str | None = None, map_location=None, progress: bool = True,
-                          check_hash: bool = False, file_name: str | None = None) -> dict:
+def load_url_weights_only(url: str, **kwargs) -> dict:
     """mmengine's ``load_url`` (``https://``, ``open-mmlab://``...) weights-only: torch.hub's default unpickles."""
     torch.serialization.add_safe_globals(mmengine_safe_globals())
-    return torch.hub.load_state_dict_from_url(url, model_dir=model_dir, map_location=map_location, progress=progress,
-                                              check_hash=check_hash, file_name=file_name, weights_only=True)
+    return torch.hub.load_state_dict_from_url(url, **kwargs, weights_only=True)
 
 
 def use_safe_local_loader() -> None:

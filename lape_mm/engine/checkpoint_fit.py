@@ -17,8 +17,7 @@ SHOWN_KEYS = 10
 ADVICE = {
     'test': 'tools/test.py evaluates a checkpoint written by training this config (work_dirs/CONFIG/'
             'iter_N.pth or epoch_N.pth); pass one of those, or the config that wrote this checkpoint.',
-    'infer': 'inference needs a checkpoint written by training this config; pass one of those, or the '
-             'config that wrote this checkpoint.',
+    'infer': 'pass a checkpoint written by training this config, or the config that wrote this checkpoint.',
     'resume': 'it is not a checkpoint of this config: --resume continues a run of this config from one of '
               'its own checkpoints. To start from other weights, set model.backbone.init_cfg='
               "dict(type='Pretrained', checkpoint=PATH) (a pretraining or backbone checkpoint) or "

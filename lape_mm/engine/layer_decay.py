@@ -18,8 +18,7 @@ def vit_layer_id(param_name: str, num_layers: int) -> int:
     """0 for the embeddings, i + 1 for ``backbone.blocks.{i}``, num_layers + 1 for the rest."""
     if param_name.startswith(('backbone.cls_token', 'backbone.pos_embed', 'backbone.patch_embed')):
         return 0
-    match = re.match(r'backbone\.blocks\.(\d+)\.', param_name)
-    if match:
+    if match := re.match(r'backbone\.blocks\.(\d+)\.', param_name):
         return int(match.group(1)) + 1
     return num_layers + 1
 

@@ -140,7 +140,8 @@ def load_fitted(model: nn.Module, state_dict: StateDict, source: str = 'checkpoi
 
 
 def _short(keys: list[str], limit: int = 8) -> str:
-    return '[' + ', '.join(map(repr, keys[:limit])) + (f', ... {len(keys) - limit} more' if len(keys) > limit else '') + ']'
+    more = f', ... {len(keys) - limit} more' if len(keys) > limit else ''
+    return '[' + ', '.join(map(repr, keys[:limit])) + more + ']'
 
 
 def load_pretrained(model, path: str, prefix: str | None = None, keep_head: bool = False,

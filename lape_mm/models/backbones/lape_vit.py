@@ -119,26 +119,22 @@ class LaPEViT(BaseModule):
         self.embed_dims = embed_dims or preset['embed_dims']
         self.num_layers = num_layers or preset['num_layers']
         num_heads = num_heads or preset['num_heads']
-        self.patch_size = patch_size
-        self.in_channels = in_channels
+        self.patch_size, self.in_channels = patch_size, in_channels
         self.patch_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.pe_join, self.pe_type = pe_join, pe_type
         self.with_cls_token, self.output_cls_token = with_cls_token, output_cls_token
         self.final_norm, self.with_cp = final_norm, with_cp
-        self.pad_to_patch = pad_to_patch
-        self.frozen_stages = frozen_stages
+        self.pad_to_patch, self.frozen_stages = pad_to_patch, frozen_stages
         self.out_indices = self._check_out_indices(out_indices)
-        for i in global_attn_indexes:
-            if not 0 <= i < self.num_layers:
-                raise ValueError(f'global_attn_indexes entry {i} is out of range for {self.num_layers} layers')
+        if bad := [i for i in global_attn_indexes if not 0 <= i < self.num_layers]:
+            raise ValueError(f'global_attn_indexes entry {bad[0]} is out of range for {self.num_layers} layers')
 
         self.norm_cfg = norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
         norm_layer = lambda dim: build_norm_layer(norm_cfg, dim)[1]  # noqa: E731
         self.patch_embed = PatchEmbed(img_size=None, patch_size=patch_size, in_chans=in_channels,
                                       embed_dim=self.embed_dims, output_fmt='NCHW', strict_img_size=False,
                                       dynamic_img_pad=pad_to_patch)
-        # Without cls token there is no cls_token parameter at all: one that never receives a
-        # gradient makes DistributedDataParallel fail.
+        # No cls_token Parameter at all without a cls token: one that never gets a gradient makes DDP fail.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) if with_cls_token else None
         self._build_pos_embed()
         self.pos_drop = nn.Dropout(drop_rate)
@@ -169,8 +165,7 @@ class LaPEViT(BaseModule):
 
     def _check_out_indices(self, out_indices) -> tuple[int, ...]:
         indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
-        valid = range(-self.num_layers, self.num_layers)
-        bad = [i for i in indices if i not in valid]
+        bad = [i for i in indices if not -self.num_layers <= i < self.num_layers]
         if bad or not indices:
             raise ValueError(f'out_indices {bad or indices} out of range: {self.num_layers} layers allow '
                              f'0..{self.num_layers - 1} (or negative from the end)')
@@ -218,8 +213,7 @@ class LaPEViT(BaseModule):
         """Freeze the embeddings (stage 0) and the first ``frozen_stages`` blocks."""
         if self.frozen_stages < 0:
             return
-        frozen = [self.patch_embed, *self.blocks[:self.frozen_stages]]
-        for module in frozen:
+        for module in [self.patch_embed, *self.blocks[:self.frozen_stages]]:
             module.eval()
             module.requires_grad_(False)
         for param in (self.cls_token, self.pos_embed):

@@ -130,13 +130,10 @@ def checkpoint_filter_fn(state_dict: dict, model: LaPEVisionTransformer) -> dict
     return fitted
 
 
-def _cfg(**kwargs) -> dict:
-    return dict(url='', num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=.875,
-                interpolation='bicubic', mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225),
-                first_conv='patch_embed.proj', classifier='head', license='apache-2.0', **kwargs)
-
-
-default_cfgs = generate_default_cfgs({f'lape_vit_{arch}_patch16_224': _cfg() for arch in ('tiny', 'small', 'base')})
+default_cfgs = generate_default_cfgs({f'lape_vit_{arch}_patch16_224': dict(
+    url='', num_classes=1000, input_size=(3, 224, 224), pool_size=None, crop_pct=.875, interpolation='bicubic',
+    mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225), first_conv='patch_embed.proj', classifier='head',
+    license='apache-2.0') for arch in ('tiny', 'small', 'base')})
 
 
 def _create(variant: str, arch: str, pretrained: bool, **kwargs) -> LaPEVisionTransformer:
@@ -144,10 +141,9 @@ def _create(variant: str, arch: str, pretrained: bool, **kwargs) -> LaPEVisionTr
     file = (kwargs.get('pretrained_cfg_overlay') or {}).get('file')
     if pretrained and file:
         safe_load(file)  # weights-only, and a bad file is a named CheckpointError, before timm reads it
-    out_indices = kwargs.pop('out_indices', 3)
-    return build_model_with_cfg(LaPEVisionTransformer, variant, pretrained, arch=arch,
-                                pretrained_filter_fn=checkpoint_filter_fn, pretrained_strict=True,
-                                feature_cfg=dict(out_indices=out_indices, feature_cls='getter'), **kwargs)
+    feature_cfg = dict(out_indices=kwargs.pop('out_indices', 3), feature_cls='getter')
+    return build_model_with_cfg(LaPEVisionTransformer, variant, pretrained, arch=arch, feature_cfg=feature_cfg,
+                                pretrained_filter_fn=checkpoint_filter_fn, pretrained_strict=True, **kwargs)
 
 
 @register_model

@@ -5,12 +5,6 @@ import torch
 import torch.nn as nn
 
 
-def is_plain_inference(module: nn.Module, x: torch.Tensor) -> bool:
-    """Eval mode without autograd, and not traced, compiled or exported (which must see every op)."""
-    return not (module.training or torch.is_grad_enabled() or isinstance(x, torch.fx.Proxy)
-                or torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export())
-
-
 class AutocastWeightCache:
     """The weights and biases of each module's ``nn.Linear`` layers in a low-precision dtype.
 
@@ -26,13 +20,13 @@ class AutocastWeightCache:
         self._casts: list[dict[str, torch.Tensor]] = []
 
     def for_inference(self, modules: nn.ModuleList, x: torch.Tensor) -> Optional[list[dict[str, torch.Tensor]]]:
-        """The casts for a call on ``x``: under autocast in plain inference, else None (use the weights)."""
-        if not is_plain_inference(modules, x):
+        """The casts for a call on ``x`` under autocast in eval mode without autograd, else None (use the
+        weights). Traced, compiled and exported code gets None too: it must see every op."""
+        if (modules.training or torch.is_grad_enabled() or isinstance(x, torch.fx.Proxy) or torch.jit.is_tracing()
+                or torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()
+                or not torch.is_autocast_enabled(x.device.type)):
             return None
-        device_type = x.device.type
-        if not torch.is_autocast_enabled(device_type):
-            return None
-        return self.get(modules, torch.get_autocast_dtype(device_type))
+        return self.get(modules, torch.get_autocast_dtype(x.device.type))
 
     def get(self, modules: nn.ModuleList, dtype: torch.dtype) -> list[dict[str, torch.Tensor]]:
         """For each module, ``{parameter name: cast tensor}`` of its linear layers."""
