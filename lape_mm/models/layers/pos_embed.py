@@ -29,21 +29,13 @@ def sincos_1d_pos_embed(num_positions: int, dim: int) -> torch.Tensor:
 
 
 def sincos_2d_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
-    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): channels ``[0, dim/2)`` encode the
-    column x and ``[dim/2, dim)`` the row y, as interleaved sin/cos of ``coord * exp(-k ln(10000) / (dim/2))``,
-    ``k = 0, 2, 4, ...``."""
+    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): the :func:`sincos_1d_pos_embed` of
+    the column x in channels ``[0, dim/2)`` and of the row y in ``[dim/2, dim)``."""
     if dim % 4:
         raise ValueError(f'sincos_2d needs an embedding dim divisible by 4, got {dim}')
-    half = dim // 2
-    div_term = torch.exp(torch.arange(0, half, 2, dtype=torch.float64) * -(math.log(10000.) / half))
-    rows, cols = torch.meshgrid(torch.arange(grid[0], dtype=torch.float64),
-                                torch.arange(grid[1], dtype=torch.float64), indexing='ij')
-    table = torch.empty(grid[0] * grid[1], dim, dtype=torch.float64)
-    for offset, coordinate in ((0, cols), (half, rows)):
-        angles = coordinate.reshape(-1, 1) * div_term
-        table[:, offset:offset + half:2] = angles.sin()
-        table[:, offset + 1:offset + half:2] = angles.cos()
-    return table.float()
+    rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing='ij')
+    return torch.cat([sincos_1d_pos_embed(grid[1], dim // 2)[cols.flatten()],
+                      sincos_1d_pos_embed(grid[0], dim // 2)[rows.flatten()]], dim=1)
 
 
 def build_fixed_pos_embed(pe_type: str, grid: tuple[int, int], dim: int) -> torch.Tensor:

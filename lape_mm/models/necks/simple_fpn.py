@@ -38,10 +38,8 @@ class SimpleFPN(BaseModule):
                              f'set num_outs >= {len(scale_factors)}')
         # mmpretrain's channel LayerNorm; the scope prefix finds it from mmdet's and mmseg's registries.
         norm_cfg = norm_cfg or dict(type='mmpretrain.LN2d', eps=1e-6)
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.num_outs = num_outs
-        self.rescales = nn.ModuleList()
-        self.convs = nn.ModuleList()
+        self.in_channels, self.out_channels, self.num_outs = in_channels, out_channels, num_outs
+        self.rescales, self.convs = nn.ModuleList(), nn.ModuleList()
         for scale in scale_factors:
             rescale, channels = self._rescale(scale, in_channels, norm_cfg)
             self.rescales.append(rescale)
@@ -53,11 +51,9 @@ class SimpleFPN(BaseModule):
     def _rescale(scale: float, channels: int, norm_cfg: dict) -> tuple[nn.Module, int]:
         """The resampling module for one level and the channels it outputs (ViTDet's choice)."""
         if scale == 4.0:
-            return nn.Sequential(
-                nn.ConvTranspose2d(channels, channels // 2, 2, stride=2),
-                build_norm_layer(norm_cfg, channels // 2)[1],
-                nn.GELU(),
-                nn.ConvTranspose2d(channels // 2, channels // 4, 2, stride=2)), channels // 4
+            return nn.Sequential(nn.ConvTranspose2d(channels, channels // 2, 2, stride=2),
+                                 build_norm_layer(norm_cfg, channels // 2)[1], nn.GELU(),
+                                 nn.ConvTranspose2d(channels // 2, channels // 4, 2, stride=2)), channels // 4
         if scale == 2.0:
             return nn.ConvTranspose2d(channels, channels // 2, 2, stride=2), channels // 2
         if scale == 1.0:
