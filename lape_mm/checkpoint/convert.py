@@ -31,8 +31,7 @@ def convert_timm(state_dict: StateDict) -> StateDict:
         state_dict['pos_embed'] = torch.cat([state_dict.pop(k) for k in per_block])
     if 'pos_embed' in state_dict and state_dict['pos_embed'].dim() == 2:
         state_dict['pos_embed'] = state_dict['pos_embed'][None]
-    if 'dist_token' in state_dict:
-        state_dict.pop('dist_token')
+    if state_dict.pop('dist_token', None) is not None:
         pe = state_dict['pos_embed']
         state_dict['pos_embed'] = torch.cat([pe[:, :1], pe[:, 2:]], dim=1)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head_dist.')}
@@ -74,11 +73,7 @@ def convert_vit_adapter(state_dict: StateDict) -> StateDict:
 
 def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
     """The tensors of a checkpoint file: inside ``state_dict``/``model``, without wrapper prefixes."""
-    state_dict = checkpoint
-    for key in CONTAINER_KEYS:
-        if isinstance(state_dict.get(key), Mapping):
-            state_dict = state_dict[key]
-            break
+    state_dict = next((checkpoint[k] for k in CONTAINER_KEYS if isinstance(checkpoint.get(k), Mapping)), checkpoint)
     if prefix:
         state_dict = {k[len(prefix):]: v for k, v in state_dict.items() if k.startswith(prefix)}
         if not state_dict:

@@ -38,12 +38,9 @@ class LayerDecayOptimWrapperConstructor(DefaultOptimWrapperConstructor):
             no_decay = decay_group['weight_decay'] == 0.
             for param in decay_group['params']:
                 layer_id = vit_layer_id(names[id(param)], num_layers)
-                group = groups.setdefault((layer_id, no_decay), {
-                    'params': [],
-                    'lr': self.base_lr * decay_rate ** (num_layers + 1 - layer_id),
-                    'weight_decay': decay_group['weight_decay'],
-                    'layer_id': layer_id,
-                })
+                group = groups.setdefault((layer_id, no_decay), dict(
+                    params=[], lr=self.base_lr * decay_rate ** (num_layers + 1 - layer_id),
+                    weight_decay=decay_group['weight_decay'], layer_id=layer_id))
                 group['params'].append(param)
         params.extend(groups[key] for key in sorted(groups))
         print_log(f'layer-wise lr decay {decay_rate} over {num_layers} layers: {len(groups)} param groups',

@@ -201,8 +201,7 @@ class LaPEViT(BaseModule):
             nn.init.normal_(self.cls_token, std=1e-6)
 
     def init_weights(self) -> None:
-        """Load ``init_cfg=dict(type='Pretrained', checkpoint=..., strict=True)`` in any supported
-        format (see :func:`load_pretrained`), else initialise every tensor afresh."""
+        """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (see :func:`load_pretrained`), else initialise."""
         if (path := pretrained_checkpoint(self.init_cfg)) is not None:
             load_pretrained(self, path, prefix=self.init_cfg.get('prefix'), strict=self.init_cfg.get('strict', True))
         else:
@@ -229,10 +228,8 @@ class LaPEViT(BaseModule):
 
     # ------------------------------------------------------------------ forward
     def embed(self, img: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Image ``[B, in_channels, H, W]`` to tokens ``[B, (1 +) h*w, C]`` (cls first when
-        ``with_cls_token``) and the grid ``(h, w)``. No position embedding is added here."""
-        img = check_image_size(img, self.in_channels, self.patch_size, self.pad_to_patch)
-        x = self.patch_embed(img)
+        """Image ``[B, in_channels, H, W]`` to tokens ``[B, (1 +) h*w, C]`` (cls first) and the grid; no PE added."""
+        x = self.patch_embed(check_image_size(img, self.in_channels, self.patch_size, self.pad_to_patch))
         hw = (x.shape[2], x.shape[3])
         x = x.flatten(2).transpose(1, 2)
         if self.cls_token is not None:

@@ -109,9 +109,8 @@ class LaPEVisionTransformer(LaPEViT):
             self.global_pool = global_pool
         self.num_classes = num_classes
         self.head = nn.Linear(self.embed_dims, num_classes) if num_classes else nn.Identity()
-        if num_classes:
-            nn.init.zeros_(self.head.weight)
-            nn.init.zeros_(self.head.bias)
+        for param in self.head.parameters():  # a fresh head starts at zero: uniform logits
+            nn.init.zeros_(param)
 
 
 def checkpoint_filter_fn(state_dict: dict, model: LaPEVisionTransformer) -> dict:

@@ -23,8 +23,7 @@ def window_partition(x: torch.Tensor, window_size: int) -> tuple[torch.Tensor, t
 def window_unpartition(windows: torch.Tensor, window_size: int, padded_hw: tuple[int, int],
                        hw: tuple[int, int]) -> torch.Tensor:
     """Inverse of :func:`window_partition`: ``[B * nW, ws * ws, C]`` back to ``[B, H, W, C]``."""
-    Hp, Wp = padded_hw
-    H, W = hw
+    (Hp, Wp), (H, W) = padded_hw, hw
     C = windows.shape[-1]
     x = windows.view(-1, Hp // window_size, Wp // window_size, window_size, window_size, C)
     x = x.permute(0, 1, 3, 2, 4, 5).reshape(-1, Hp, Wp, C)

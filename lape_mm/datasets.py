@@ -116,8 +116,7 @@ def check_classification_dataset(dataset: dict) -> None:
         raise DatasetError(f'image folder {folder} does not exist; put the dataset there as '
                            f'{folder}/CLASS/*.JPEG (see README "Datasets"; tools/make_tiny_imagenet.py writes a '
                            f'tiny one) or set data_root / data_prefix in the config')
-    ann_file = dataset.get('ann_file')
-    if ann_file and not (root / ann_file).is_file():
+    if (ann_file := dataset.get('ann_file')) and not (root / ann_file).is_file():
         raise DatasetError(f'image list {root / ann_file} does not exist; add it or drop ann_file to read '
                            f'the class folders of {folder}')
     images = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)

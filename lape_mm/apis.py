@@ -9,8 +9,8 @@ from mmdet.apis import DetInferencer
 from mmseg.apis import MMSegInferencer
 from PIL import Image
 
-from ..datasets import read_image
-from ..engine.checkpoint_fit import check_checkpoint_fits
+from .datasets import read_image
+from .engine.checkpoint_fit import check_checkpoint_fits
 
 
 class StrictWeights:
@@ -64,6 +64,5 @@ def detect_image(config: str, checkpoint: str, image: str, out_image: str | Path
     read_image(image)
     inferencer = StrictDetInferencer(model=config, weights=checkpoint, device=device)
     result = inferencer(image, return_vis=True, no_save_vis=True, pred_score_thr=score_thr)
-    Path(out_image).parent.mkdir(parents=True, exist_ok=True)
     mmcv.imwrite(mmcv.rgb2bgr(result['visualization'][0]), str(out_image))
     return result['predictions'][0]

@@ -1,3 +1,0 @@
-from .infer import detect_image, save_colour_mask, segment_image
-
-__all__ = ['detect_image', 'save_colour_mask', 'segment_image']
