@@ -27,7 +27,7 @@ class FitReport:
                            (self.identity, 'pe_norm layers not in the checkpoint (a plain ViT) start as identity'),
                            (self.fresh, 'tensors of the modules added on top of a plain ViT start fresh')):
             if keys:
-                print_log(f'{source}: {len(keys)} {what}: {keys}', logger='current')
+                print_log(f'{source}: {len(keys)} {what}: {_short(keys)}', logger='current')
 
 
 def pretrained_checkpoint(init_cfg) -> str | None:
