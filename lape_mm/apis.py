@@ -10,7 +10,7 @@ from mmseg.apis import MMSegInferencer
 from PIL import Image
 
 from .datasets import read_image
-from .engine.checkpoint_fit import check_checkpoint_fits
+from .engine import check_checkpoint_fits
 
 
 class StrictWeights:

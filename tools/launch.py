@@ -19,7 +19,7 @@ from mmengine.hub import get_config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
-from lape_mm.engine.checkpoint_fit import StrictCheckpointHook
+from lape_mm.engine import StrictCheckpointHook
 from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
                         remove_stale_temporaries)
