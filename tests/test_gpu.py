@@ -1,17 +1,19 @@
-"""CUDA: LaPEViT gives its CPU results, its inference caches keep outputs, mmcv's compiled ops run
-on GPU tensors (what setup promises), and the tiny configs train through tools/ in fp32, fp16 and
-bf16. Skipped, never passed, without CUDA; ``make test-gpu`` runs these alone."""
+"""CUDA: LaPEViT gives its CPU results, autocast training stays close to fp32, its inference caches
+keep outputs, mmcv's compiled ops run on GPU tensors (what setup promises), ViT-Adapter's deformable
+attention gives its CPU result, and the tiny configs train through tools/ in fp32, fp16 and bf16.
+Skipped, never passed, without CUDA; ``make test-gpu`` runs these alone, scripts/gpu_check.sh them in
+parts. The LaPEViT tests need only mmcv's Python parts (mmcv-lite): the tests of compiled ops import
+them themselves and are skipped, saying so, where mmcv has none."""
 import copy
+import importlib.util
 import json
 import math
 import re
 
 import pytest
 import torch
-from mmcv.ops import nms, roi_align
-from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch
 
-from lape_mm import LaPEViT
+from lape_mm import LaPEViT, LaPEViTAdapter
 from lape_mm.models.backbones import PE_JOINS
 from lape_mm.models.layers import PE_TYPES
 
@@ -20,6 +22,8 @@ from tiny_runs import FAMILIES, cfg_options
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 CUDA = torch.device('cuda')
+needs_mmcv_ops = pytest.mark.skipif(importlib.util.find_spec('mmcv._ext') is None,
+                                    reason="mmcv without compiled ops (mmcv-lite): build mmcv's ops (make setup)")
 JOIN_TYPE_PAIRS = [(j, t) for j in PE_JOINS for t in PE_TYPES if not (j == 'unshare' and t != 'learnable')]
 
 
@@ -68,6 +72,34 @@ def test_window_attention_matches_cpu():
 
 
 @pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
+def test_autocast_training_step_is_finite_and_close_to_fp32(dtype):
+    """One forward + backward under CUDA autocast against the same step in true fp32: outputs within 2%
+    (relative L2), every gradient finite and pointing the same way (cosine > 0.999)."""
+    model = LaPEViT(**tiny_vit_kwargs(embed_dims=192, num_heads=3, num_layers=4, out_indices=(1, 3),
+                                      drop_path_rate=0.0)).to(CUDA).train()
+    randomize_norms(model)
+    img = torch.randn(4, 3, 96, 128, device=CUDA)
+
+    def step(autocast: bool) -> tuple[list, dict]:
+        model.zero_grad()
+        with torch.autocast(CUDA.type, dtype=dtype, enabled=autocast):
+            outs = [o.float() for o in model(img)]
+        loss = sum((o * torch.linspace(-1, 1, o.numel(), device=CUDA).view_as(o)).mean() for o in outs)
+        (loss * 1000).backward()  # the scale fp16 training applies, so small gradients stay representable
+        return [o.detach() for o in outs], {n: p.grad.float() for n, p in model.named_parameters() if p.grad is not None}
+
+    ref_outs, ref_grads = step(False)
+    outs, grads = step(True)
+    for out, ref in zip(outs, ref_outs, strict=True):
+        assert torch.isfinite(out).all() and (out - ref).norm() < 0.02 * ref.norm()
+    assert grads.keys() == ref_grads.keys()
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all(), name
+        if ref_grads[name].norm() > 1e-6:
+            assert torch.cosine_similarity(grad.flatten(), ref_grads[name].flatten(), dim=0) > 0.999, name
+
+
+@pytest.mark.parametrize('dtype', [torch.bfloat16, torch.float16])
 def test_inference_caches_keep_outputs_under_autocast(dtype):
     """Eval-mode no_grad outputs with the weight-cast cache equal those without it, call after call,
     across grids, and follow in-place changes of weights and PE (as optimizer steps make)."""
@@ -95,7 +127,9 @@ def test_inference_caches_keep_outputs_under_autocast(dtype):
 
 
 # ---------------------------------------------------------------- mmcv's compiled ops
+@needs_mmcv_ops
 def test_nms_on_cuda_matches_cpu():
+    from mmcv.ops import nms
     xy = torch.rand(300, 2) * 100
     boxes = torch.cat([xy, xy + 5 + torch.rand(300, 2) * 30], dim=1)
     scores = torch.rand(300)
@@ -105,7 +139,9 @@ def test_nms_on_cuda_matches_cpu():
     torch.testing.assert_close(cuda_dets.cpu(), dets)
 
 
+@needs_mmcv_ops
 def test_roi_align_on_cuda_matches_cpu():
+    from mmcv.ops import roi_align
     feats = torch.randn(2, 8, 32, 32, requires_grad=True)
     xy = torch.rand(40, 2) * 24
     rois = torch.cat([torch.randint(0, 2, (40, 1)).float(), xy, xy + 1 + torch.rand(40, 2) * 7], dim=1)
@@ -118,7 +154,9 @@ def test_roi_align_on_cuda_matches_cpu():
     torch.testing.assert_close(cuda_feats.grad.cpu(), feats.grad, atol=1e-4, rtol=1e-4)
 
 
+@needs_mmcv_ops
 def test_multi_scale_deformable_attention_on_cuda_matches_pytorch():
+    from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch
     shapes = torch.tensor([[8, 8], [4, 4]])
     level_start = torch.tensor([0, 64])
     batch, queries, heads, head_dims, points = 2, 10, 4, 8, 3
@@ -135,6 +173,29 @@ def test_multi_scale_deformable_attention_on_cuda_matches_pytorch():
     torch.testing.assert_close(cuda_value.grad.cpu(), value.grad, atol=1e-3, rtol=1e-3)
 
 
+@needs_mmcv_ops
+def test_vit_adapter_matches_cpu():
+    """The whole ViT-Adapter, forward and backward: on CUDA its deformable attention is mmcv's
+    compiled kernel, on the CPU the PyTorch (grid_sample) version."""
+    from test_vit_adapter import TINY, randomize
+    model = LaPEViTAdapter(**TINY)
+    randomize(model)
+    cuda_model = copy.deepcopy(model).to(CUDA)
+    img = torch.randn(2, 3, 64, 96)
+    outs, grads = [], []
+    for m, x in ((model, img), (cuda_model, img.to(CUDA))):
+        m.train().zero_grad()
+        out = m(x)
+        sum((o * torch.linspace(-1, 1, o.numel(), device=o.device).view_as(o)).mean() for o in out).backward()
+        outs.append([o.detach().cpu() for o in out])
+        grads.append({n: p.grad.cpu() for n, p in m.named_parameters() if p.grad is not None})
+    for a, b in zip(outs[1], outs[0], strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    assert grads[1].keys() == grads[0].keys()
+    for name, grad in grads[0].items():
+        torch.testing.assert_close(grads[1][name], grad, atol=1e-4, rtol=1e-3, msg=name)
+
+
 # ---------------------------------------------------------------- end to end through tools/
 PRECISIONS = {
     'fp32': ([], {}, 'OptimWrapper'),
@@ -143,6 +204,7 @@ PRECISIONS = {
 }
 
 
+@needs_mmcv_ops
 @pytest.mark.parametrize('precision', PRECISIONS)
 @pytest.mark.parametrize('family', ['upernet', 'mask_rcnn'])
 def test_tiny_config_trains_on_cuda(family, precision, tmp_path):

@@ -4,6 +4,7 @@ Their CPU kernels take fp32 only, while mmdet hands them tensors in the autocast
 ``--amp`` on a CPU fails inside ``mmcv.ops.nms``. The wrapped ops compute in fp32 and return the caller's
 dtype; on CUDA, or in fp32, they are the ops themselves."""
 import functools
+import importlib.util
 import sys
 
 import torch
@@ -29,7 +30,10 @@ def in_fp32_on_cpu(op):
 
 def patch_mmcv_cpu_amp_ops() -> None:
     """Wrap ``mmcv.ops.nms.nms`` and ``mmcv.ops.roi_align.roi_align`` in the module globals where
-    mmdet's ``batched_nms`` and ``RoIAlign`` look them up. Idempotent."""
+    mmdet's ``batched_nms`` and ``RoIAlign`` look them up. Idempotent. Nothing to wrap with mmcv-lite
+    (no compiled ops; mmdet cannot run there either)."""
+    if importlib.util.find_spec('mmcv._ext') is None:
+        return
     import mmcv.ops  # noqa: F401  (loads the modules; ``mmcv.ops.nms`` the attribute is the function)
     for module_name, op_name in (('mmcv.ops.nms', 'nms'), ('mmcv.ops.roi_align', 'roi_align')):
         module = sys.modules[module_name]

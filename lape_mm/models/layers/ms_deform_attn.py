@@ -10,7 +10,6 @@ import math
 
 import torch
 import torch.nn as nn
-from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch
 
 
 def deformable_sampling(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
@@ -21,8 +20,10 @@ def deformable_sampling(value: torch.Tensor, spatial_shapes: torch.Tensor, level
 
     Runs in fp32 (or wider) with autocast off, as ViT-Adapter's CUDA op does under amp: bilinear
     weights and the sum over levels x points lose too much in bf16/fp16. CUDA uses mmcv's compiled
-    kernel, other devices its PyTorch (grid_sample) version.
+    kernel, other devices its PyTorch (grid_sample) version. Imported here, not with the module: mmcv
+    without compiled ops (mmcv-lite) cannot load that module, and LaPEViT alone needs no ops.
     """
+    from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch
     dtype = torch.promote_types(value.dtype, torch.float32)
     with torch.autocast(value.device.type, enabled=False):
         value, locations, weights = value.to(dtype), locations.to(dtype), weights.to(dtype)
