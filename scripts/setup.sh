@@ -1,5 +1,9 @@
 #!/usr/bin/env bash
-# Create .venv with the pinned OpenMMLab stack and lape_mm installed in editable mode.
+# Create .venv with the tested OpenMMLab stack and lape_mm installed in editable mode.
+#
+# pyproject.toml declares the ranges lape_mm works with; this installs the exact set it is tested
+# with, scripts/constraints.txt (every package of the venv, pinned), so `make demo` and `make test`
+# are reproducible. Refresh it after changing a version: `.venv/bin/pip freeze --exclude-editable`.
 #
 # Idempotent: each step is skipped when what it makes is already there, so a second run
 # takes seconds. mmcv 2.1.0 exists on PyPI only as source; its compiled ops are built once
@@ -16,14 +20,14 @@ CACHE=${LAPE_MM_CACHE:-$HOME/.cache/lape_mm}
 STAMP="$VENV/.setup-stamp"
 PIP="$VENV/bin/pip"
 
-TORCH_PINS=(torch==2.14.1 torchvision==0.29.1)
+CONSTRAINTS=scripts/constraints.txt
 MMCV_VERSION=2.1.0
 
 log() { printf '[setup] %s\n' "$*"; }
 shout() { { echo; printf '[setup] !!! %s\n' "$@"; echo; } >&2; }
 
-# Everything setup installs is fixed by this file and pyproject.toml: skip when neither changed.
-want=$(cat "$0" pyproject.toml scripts/check_ops.py | sha256sum | cut -d' ' -f1)
+# Everything setup installs is fixed by this file, pyproject.toml and the constraints: skip when none changed.
+want=$(cat "$0" pyproject.toml "$CONSTRAINTS" scripts/check_ops.py scripts/std20_wrapper.sh | sha256sum | cut -d' ' -f1)
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" ]]; then
     log "up to date ($VENV)"; exit 0
 fi
@@ -32,12 +36,12 @@ if [[ ! -x "$VENV/bin/python" ]]; then
     log "creating $VENV with $($PYTHON --version)"
     "$PYTHON" -m venv "$VENV"
 fi
-"$PIP" install -q --upgrade pip
-log "installing ${TORCH_PINS[*]}"
-"$PIP" install -q "${TORCH_PINS[@]}"
+"$PIP" install -q -c "$CONSTRAINTS" --upgrade pip
+log "installing $(grep -E '^torch(vision)?==' "$CONSTRAINTS" | tr '\n' ' ')"
+"$PIP" install -q -c "$CONSTRAINTS" torch torchvision
 # mmcv's build needs these inside the venv (it is built without build isolation); setuptools
 # 80 turns the pkg_resources deprecation (imported by mmengine) into a warning on every run.
-"$PIP" install -q 'setuptools>=77,<80' ninja wheel 'mmengine==0.10.7'
+"$PIP" install -q -c "$CONSTRAINTS" 'setuptools>=77,<80' ninja wheel mmengine
 
 # What torch was built with and the visible GPUs' architectures: "2.14.1+cu130 13.0 8.0;9.0"
 # ("none" for none).
@@ -80,21 +84,14 @@ if [[ -n "$cuda_problem" ]]; then
 fi
 WHEELS="$CACHE/wheels/torch$torch_version/$target"
 
-# A script at $1 that runs compiler $2 with -std=c++17 replaced by -std=c++20.
-std20_wrapper() {
-    printf '#!/usr/bin/env bash\nargs=()\nfor a in "$@"; do [[ "$a" == -std=c++17 ]] && a=-std=c++20; args+=("$a"); done\nexec %q "${args[@]}"\n' \
-        "$2" >"$1"
-    chmod +x "$1"
-}
-
 build_mmcv() {
     # torch 2.14's headers need C++20, but mmcv's setup.py hard-codes -std=c++17 (for g++ and
     # nvcc); compiler wrappers rewrite that flag so the ops compile without patching mmcv.
     local wrap; wrap=$(mktemp -d)
-    std20_wrapper "$wrap/c++" /usr/bin/g++; ln -s c++ "$wrap/g++"
+    bash scripts/std20_wrapper.sh "$wrap/c++" /usr/bin/g++; ln -s c++ "$wrap/g++"
     local cuda_env=(FORCE_CUDA=0 CUDA_VISIBLE_DEVICES=)  # a CPU build even where a GPU is visible
     if [[ "$target" != cpu ]]; then
-        std20_wrapper "$wrap/nvcc" "$nvcc"
+        bash scripts/std20_wrapper.sh "$wrap/nvcc" "$nvcc"
         # torch's headers include cusparse.h, cublas_v2.h, ...: a toolkit with little beyond nvcc
         # lacks them, but the NVIDIA wheels that torch installed carry them.
         local headers; headers=$(ls -d "$VENV"/lib/python3*/site-packages/nvidia/*/include 2>/dev/null | tr '\n' ':')
@@ -123,8 +120,8 @@ fi
 if [[ -z "$mmcv_wheel" ]]; then build_mmcv; mmcv_wheel=$(find_wheel); fi
 log "installing $(basename "$mmcv_wheel") ($target) and lape_mm[dev]"
 # --force-reinstall: an mmcv 2.1.0 built for another target may be installed already.
-"$PIP" install -q "$mmcv_wheel"
+"$PIP" install -q -c "$CONSTRAINTS" "$mmcv_wheel"
 "$PIP" install -q --force-reinstall --no-deps "$mmcv_wheel"
-"$PIP" install -q -e '.[dev]'
+"$PIP" install -q -c "$CONSTRAINTS" -e '.[dev]'
 "$VENV/bin/python" scripts/check_ops.py
 echo "$want" >"$STAMP"

@@ -1,0 +1,138 @@
+"""Installing lape_mm where users already are, and the GPU check's path rehearsed on the CPU.
+
+What runs where: the package and tools/ byte-compile under every Python 3.10-3.13 found here
+(pyenv); they import and run under 3.11 (this suite) and 3.12 (the rehearsal below, with numpy 2).
+Importing under 3.10 and 3.13 would need a torch for each, which this machine does not keep.
+"""
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT
+
+PYTHONS = ('3.10', '3.11', '3.12', '3.13')
+# What the GPU machine has of what the check touches (its image: Python 3.12, torch with CUDA, timm,
+# numpy 2, OpenCV, matplotlib, scipy, pytest). torch is the tested one, whose CUDA libraries this
+# suite's venv holds already (Python-independent: the rehearsal links them instead of unpacking 3 GB).
+GPU_IMAGE = ['torch==2.14.1', 'torchvision==0.29.1', 'timm', 'numpy>=2', 'opencv-python-headless', 'matplotlib',
+             'contourpy', 'cycler', 'fonttools', 'kiwisolver', 'pyparsing', 'python-dateutil', 'six', 'packaging',
+             'pillow', 'scipy', 'pyyaml', 'rich', 'markdown-it-py', 'mdurl', 'pygments', 'regex', 'tqdm', 'pytest',
+             'iniconfig', 'pluggy', 'filelock', 'typing-extensions', 'sympy', 'mpmath', 'networkx', 'jinja2',
+             'markupsafe', 'fsspec', 'einops', 'zipp', 'click', 'markdown']
+WHEEL_TARGET = ['--only-binary=:all:', '--python-version', '3.12', '--implementation', 'cp', '--abi', 'cp312',
+                '--abi', 'abi3', '--abi', 'none', '--platform', 'manylinux_2_28_x86_64', '--platform',
+                'manylinux_2_17_x86_64', '--platform', 'manylinux2014_x86_64', '--platform', 'any']
+
+
+def find_python(version: str) -> str | None:
+    """``pythonX.Y`` on PATH, else pyenv's, if it runs."""
+    pyenv = os.environ.get('PYENV_ROOT', os.path.expanduser('~/.pyenv'))
+    for candidate in (shutil.which(f'python{version}'), *sorted(glob.glob(f'{pyenv}/versions/{version}.*/bin/python{version}'))):
+        if candidate and subprocess.run([candidate, '-c', ''], capture_output=True, timeout=60).returncode == 0:
+            return candidate
+    return None
+
+
+def run(cmd: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess:
+    """``cmd`` to completion (killed at ``timeout``), output captured; fails the test with it on an error."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    assert proc.returncode == 0, f'{cmd[:4]}... exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
+    return proc
+
+
+def test_declared_python_range_covers_the_checked_versions():
+    import tomllib  # noqa: PLC0415  (3.11+, like this suite's venv)
+    from packaging.specifiers import SpecifierSet
+    declared = SpecifierSet(tomllib.loads((ROOT / 'pyproject.toml').read_text())['project']['requires-python'])
+    assert [v for v in PYTHONS if v in declared] == list(PYTHONS)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('version', PYTHONS)
+def test_package_and_tools_byte_compile(version, tmp_path):
+    python = find_python(version)
+    if python is None:
+        pytest.skip(f'no python{version} here (pyenv install {version})')
+    run([python, '-m', 'compileall', '-q', 'lape_mm', 'tools', 'tests', 'scripts'], timeout=120, cwd=ROOT,
+        env={**os.environ, 'PYTHONPYCACHEPREFIX': str(tmp_path)})
+
+
+def _stub_distribution(site: Path, name: str, version: str) -> None:
+    """An installed distribution as pip sees one: a dist-info folder with its metadata (no code)."""
+    info = site / f'{name.replace("-", "_")}-{version}.dist-info'
+    info.mkdir()
+    (info / 'METADATA').write_text(f'Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n')
+    (info / 'RECORD').write_text('')
+
+
+@pytest.mark.slow
+def test_editable_install_keeps_the_installed_torch(tmp_path):
+    """pip's resolver (a dry run, offline) on ``pip install -e .`` in an environment like the GPU
+    machine's (torch 2.11, numpy 2) once the carried OpenMMLab wheels are in: it installs lape_mm alone."""
+    env_dir = tmp_path / 'venv'
+    run([sys.executable, '-m', 'venv', '--without-pip', str(env_dir)], timeout=60)
+    site = Path(glob.glob(f'{env_dir}/lib/python3*/site-packages')[0])
+    installed = {'torch': '2.11.0', 'torchvision': '0.26.0', 'timm': '1.0.20', 'numpy': '2.4.6', 'mmengine': '0.10.7',
+                 'mmcv': '2.1.0', 'mmsegmentation': '1.2.2', 'mmdet': '3.3.0', 'mmpretrain': '1.2.0', 'ftfy': '6.3.1',
+                 'regex': '2024.11.6', 'matplotlib': '3.10.0', 'pycocotools': '2.0.8', 'tqdm': '4.67.1',
+                 'scikit-learn': '1.6.1', 'scipy': '1.15.0'}
+    for name, version in installed.items():
+        _stub_distribution(site, name, version)
+    # The build backend (no build isolation: offline), from this suite's venv.
+    import setuptools
+    backend, ours = tmp_path / 'backend', Path(setuptools.__file__).parents[1]
+    backend.mkdir()
+    for path in [ours / 'setuptools', ours / 'pkg_resources', ours / '_distutils_hack', *ours.glob('setuptools-*.dist-info')]:
+        (backend / path.name).symlink_to(path)
+    (site / 'build_backend.pth').write_text(f'{backend}\n')
+    report = tmp_path / 'report.json'
+    run([sys.executable, '-m', 'pip', '--python', str(env_dir / 'bin' / 'python'), 'install', '--dry-run', '--quiet',
+         '--no-index', '--no-build-isolation', '--report', str(report), '-e', str(ROOT)], timeout=180)
+    to_install = {item['metadata']['name'] for item in json.loads(report.read_text())['install']}
+    assert to_install == {'lape_mm'}
+
+
+@pytest.mark.slow
+def test_gpu_check_rehearsal_on_cpu(tmp_path):
+    """scripts/prepare_gpu_wheels.sh, then scripts/gpu_check.sh in a fresh Python 3.12 venv that holds
+    only what the GPU machine has (installed with --no-index from a local wheel cache): the carried
+    wheels fit in 64 MiB, they install, LaPEViT imports and runs, every CUDA part is skipped."""
+    python = find_python('3.12')
+    if python is None:
+        pytest.skip('no python3.12 here (pyenv install 3.12)')
+    cache = Path(os.environ.get('LAPE_MM_CACHE', os.path.expanduser('~/.cache/lape_mm'))) / 'gpu-image-py312'
+    if not (cache / 'complete').exists():  # once: from the registry into the local cache
+        run([sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', *WHEEL_TARGET, '-d', str(cache),
+             '-c', str(ROOT / 'scripts' / 'constraints.txt'), *GPU_IMAGE], timeout=600)
+        (cache / 'complete').touch()
+    wheels = tmp_path / 'whl'
+    prepared = run(['bash', 'scripts/prepare_gpu_wheels.sh', str(wheels)], timeout=300, cwd=ROOT,
+                   env={**os.environ, 'PYTHON': sys.executable})
+    assert sum(f.stat().st_size for f in wheels.iterdir()) <= 64 * 2**20, prepared.stdout
+
+    venv = tmp_path / 'gpu-machine'
+    run([python, '-m', 'venv', str(venv)], timeout=120)
+    vpython = str(venv / 'bin' / 'python')
+    run([vpython, '-m', 'pip', 'install', '--quiet', '--no-index', '--no-deps', '--find-links', str(cache),
+         *[spec.split('=')[0].split('>')[0] for spec in GPU_IMAGE]], timeout=300)
+    (venv / 'lib' / 'python3.12' / 'site-packages' / 'nvidia').symlink_to(Path(torch.__file__).parents[1] / 'nvidia')
+
+    check = tmp_path / 'check'
+    out = run(['bash', 'scripts/gpu_check.sh'], timeout=400, cwd=ROOT,
+              env={**os.environ, 'PYTHON': vpython, 'WHEELS': str(wheels), 'GPU_CHECK_DIR': str(check),
+                   'PYTHONPATH': ''}).stdout
+    rows = [line for line in (check / 'summary.md').read_text().splitlines() if line.startswith('| ') and
+            not line.startswith('| part')]
+    results = {row.split('|')[1].strip(): row.split('|')[2].strip() for row in rows}
+    assert results.pop('setup') == 'passed', out
+    assert 'LaPEViT-T on the CPU' in out and 'Python 3.12' in out
+    assert results and all(r.startswith('skipped: ') for r in results.values()), results
