@@ -19,6 +19,7 @@ PYTHON=${PYTHON:-python3}
 WHEELS=${WHEELS:-.whl}
 DIR=${GPU_CHECK_DIR:-work_dirs/gpu_check}
 BUDGET=${GPU_CHECK_BUDGET:-530}  # seconds for all parts together: under 9 minutes
+SCALE=${GPU_CHECK_SCALE:-1}      # multiplies every limit: for slow machines (the CPU rehearsal)
 
 # name|time limit (s)|what it checks. The parts after benchmark-compile run in the time that is left.
 PARTS=(
@@ -33,11 +34,11 @@ PARTS=(
 FIRST_OPTIONAL=mmcv-ops
 
 if [[ "${1:-}" == --dry-run ]]; then
-    echo "scripts/gpu_check.sh: ${#PARTS[@]} parts in this order, within $BUDGET s together:"
+    echo "scripts/gpu_check.sh: ${#PARTS[@]} parts in this order, within $(( BUDGET * SCALE )) s together:"
     for part in "${PARTS[@]}"; do
         IFS='|' read -r name limit what <<<"$part"
         [[ "$name" == "$FIRST_OPTIONAL" ]] && echo "  then, in the time left:"
-        printf '  %-18s %4d s  %s\n' "$name" "$limit" "$what"
+        printf '  %-18s %4d s  %s\n' "$name" "$(( limit * SCALE ))" "$what"
     done
     exit 0
 elif [[ $# -gt 0 ]]; then
@@ -47,11 +48,13 @@ fi
 mkdir -p "$DIR"
 DIR=$(cd "$DIR" && pwd)
 SITE=$DIR/site            # the carried wheels
-MMCV_SITE=$DIR/mmcv-ops   # mmcv with ops, once built here
+MMCV_SITE=$DIR/mmcv-ops   # mmcv with ops, once built here (kept for a rerun)
+rm -rf "$DIR"/mmcv-build* "$DIR"/mmcv-wheel "$DIR"/benchmark* "$DIR"/*.skip "$DIR"/*.log "$DIR"/*.pytest "$DIR"/*.txt \
+    "$DIR"/summary.md
 export PYTHONPATH="$MMCV_SITE:$SITE:$ROOT${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 export PYTHON WHEELS DIR SITE MMCV_SITE ROOT
 
-has_cuda() { "$PYTHON" -c 'import torch, sys; sys.exit(not torch.cuda.is_available())' 2>/dev/null; }
+has_cuda() { [[ "$CUDA" == 1 ]]; }  # CUDA: what the setup part found
 has_mmcv_ops() { "$PYTHON" -c 'import importlib.util as u, sys; sys.exit(u.find_spec("mmcv._ext") is None)' 2>/dev/null; }
 skip() { echo "$*" >"$SKIP_FILE"; echo "skipped: $*"; }
 
@@ -69,12 +72,13 @@ run_pytest() {
 part_setup() {
     if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
         rm -rf "$SITE"
-        "$PYTHON" -m pip install -q --no-index --no-deps --target "$SITE" "$WHEELS"/*.whl || return
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl || return
     else
         echo "no wheels in $WHEELS: using what $PYTHON has"
     fi
     "$PYTHON" - <<'EOF'
 import importlib
+import os
 import platform
 
 import torch
@@ -86,7 +90,10 @@ from lape_mm import LaPEViT  # noqa: E402
 
 outs = LaPEViT(arch='tiny', img_size=64, out_indices=(1, 3))(torch.randn(1, 3, 64, 64))
 print('LaPEViT-T on the CPU:', [tuple(o.shape) for o in outs])
-print(f'Python {platform.python_version()}; CUDA:', torch.cuda.get_device_name() if torch.cuda.is_available() else 'none')
+device = torch.cuda.get_device_name() if torch.cuda.is_available() else 'no CUDA device'
+print(f'Python {platform.python_version()}; CUDA: {device}')
+with open(os.path.join(os.environ['DIR'], 'device.txt'), 'w') as f:
+    f.write(f'{int(torch.cuda.is_available())}\n{device} | torch {torch.__version__} | Python {platform.python_version()}\n')
 EOF
 }
 
@@ -142,7 +149,7 @@ part_mmcv_ops() {
         if [[ "$(cat "$DIR/mmcv-build.rc")" != 0 ]]; then
             tail -n 40 "$DIR/mmcv-build.log"; echo "mmcv's build failed"; return 1
         fi
-        "$PYTHON" -m pip install -q --no-index --no-deps --target "$MMCV_SITE" "$DIR"/mmcv-wheel/mmcv-*.whl || return
+        "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$MMCV_SITE" "$DIR"/mmcv-wheel/mmcv-*.whl || return
     fi
     run_pytest tests/test_gpu.py::test_nms_on_cuda_matches_cpu tests/test_gpu.py::test_roi_align_on_cuda_matches_cpu \
                tests/test_gpu.py::test_multi_scale_deformable_attention_on_cuda_matches_pytorch \
@@ -162,10 +169,14 @@ BUILD_PID=''
 stop_build() { [[ -n "$BUILD_PID" ]] && kill -- "-$BUILD_PID" 2>/dev/null; }
 trap stop_build EXIT
 
+CUDA=0
+export CUDA
 start=$SECONDS
+BUDGET=$(( BUDGET * SCALE ))
 rows=()
 for part in "${PARTS[@]}"; do
     IFS='|' read -r name limit what <<<"$part"
+    limit=$(( limit * SCALE ))
     left=$(( BUDGET - (SECONDS - start) ))
     (( limit > left )) && limit=$left
     PART=$name SKIP_FILE="$DIR/$name.skip"
@@ -185,12 +196,15 @@ for part in "${PARTS[@]}"; do
     else result=passed
     fi
     rows+=("$name|$result|$took|$limit|$what")
-    # The build of mmcv's ops needs a GPU and runs while the GPU parts do.
-    if [[ "$name" == setup && $rc == 0 ]] && has_cuda && ! has_mmcv_ops; then start_mmcv_build; fi
+    if [[ "$name" == setup ]]; then
+        CUDA=$(head -n 1 "$DIR/device.txt" 2>/dev/null || echo 0)
+        # The build of mmcv's ops needs a GPU and runs while the GPU parts do.
+        if has_cuda && ! has_mmcv_ops; then start_mmcv_build; fi
+    fi
 done
 
 {
-    echo "gpu_check $(date -u '+%Y-%m-%d %H:%M UTC'): $("$PYTHON" -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "no CUDA device", "| torch", torch.__version__)' 2>/dev/null), $(( SECONDS - start )) s"
+    echo "gpu_check $(date -u '+%Y-%m-%d %H:%M UTC'): $(sed -n 2p "$DIR/device.txt" 2>/dev/null), $(( SECONDS - start )) s"
     echo
     echo "| part | result | seconds | limit | what |"
     echo "|---|---|---:|---:|---|"

@@ -23,11 +23,11 @@ TARGET=(--only-binary=:all: --python-version 3.12 --implementation cp --abi cp31
         --platform manylinux2014_x86_64 --platform any)
 # OpenMMLab's packages, then their needs that the machine lacks: mmengine's addict, termcolor, yapf (and
 # its platformdirs); mmdet's pycocotools, shapely, terminaltables; mmseg's prettytable and (undeclared)
-# ftfy, both with wcwidth; mmpretrain's importlib-metadata, mat4py, modelindex (model-index, ordered-set);
-# setuptools < 80, whose pkg_resources mmengine and mmcv's build import.
+# ftfy, both with wcwidth; mmpretrain's importlib-metadata (lazy-importer), mat4py, modelindex (model-index,
+# ordered-set); setuptools < 80, whose pkg_resources mmengine and mmcv's build import.
 WHEELS=(mmengine mmcv-lite==2.1.0 mmsegmentation mmdet mmpretrain
         addict termcolor yapf platformdirs pycocotools shapely terminaltables prettytable ftfy wcwidth
-        importlib-metadata mat4py modelindex model-index ordered-set 'setuptools<80')
+        importlib-metadata lazy-importer mat4py modelindex model-index ordered-set 'setuptools<80')
 
 # pip download, without the warnings of this machine's pip configuration about local indexes lacking a package.
 download() { "${PIP[@]}" download -q --no-deps -c scripts/constraints.txt -d "$OUT" "$@" 2> >(grep -v 'is ignored: it is neither' >&2); }

@@ -3,7 +3,7 @@
 #
 # pyproject.toml declares the ranges lape_mm works with; this installs the exact set it is tested
 # with, scripts/constraints.txt (every package of the venv, pinned), so `make demo` and `make test`
-# are reproducible. Refresh it after changing a version: `.venv/bin/pip freeze --exclude-editable`.
+# are reproducible (its header says how to regenerate it after changing a version).
 #
 # Idempotent: each step is skipped when what it makes is already there, so a second run
 # takes seconds. mmcv 2.1.0 exists on PyPI only as source; its compiled ops are built once
