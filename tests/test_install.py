@@ -11,6 +11,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,10 +45,19 @@ def find_python(version: str) -> str | None:
 
 
 def run(cmd: list[str], timeout: int, **kwargs) -> subprocess.CompletedProcess:
-    """``cmd`` to completion (killed at ``timeout``), output captured; fails the test with it on an error."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
-    assert proc.returncode == 0, f'{cmd[:4]}... exited {proc.returncode}:\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}'
-    return proc
+    """``cmd`` to completion, output captured; it and everything it started (its own process group) is
+    killed at ``timeout`` or on any error. Fails the test with the output when it exits non-zero."""
+    popen = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             **kwargs)
+    try:
+        stdout, stderr = popen.communicate(timeout=timeout)
+    finally:
+        try:
+            os.killpg(popen.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    assert popen.returncode == 0, f'{cmd[:4]}... exited {popen.returncode}:\n{stdout[-4000:]}\n{stderr[-4000:]}'
+    return subprocess.CompletedProcess(cmd, popen.returncode, stdout, stderr)
 
 
 def test_declared_python_range_covers_the_checked_versions():
