@@ -70,8 +70,8 @@ run_pytest() {
 }
 
 part_setup() {
+    rm -rf "$SITE"
     if ls "$WHEELS"/*.whl >/dev/null 2>&1; then
-        rm -rf "$SITE"
         "$PYTHON" -m pip install -q --no-index --no-deps --no-compile --target "$SITE" "$WHEELS"/*.whl || return
     else
         echo "no wheels in $WHEELS: using what $PYTHON has"
