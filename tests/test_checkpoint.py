@@ -40,12 +40,16 @@ def test_deit_checkpoint_loads_with_identity_pe_norm(tmp_path):
     assert torch.equal(model.pos_embed, vit.pos_embed)
 
 
-def test_distilled_deit_drops_dist_token_slot(tmp_path):
+def test_distilled_deit_drops_dist_token_slot(tmp_path, monkeypatch):
+    from lape_mm.checkpoint import convert
+    logged = []
+    monkeypatch.setattr(convert, 'print_log', lambda message, **kwargs: logged.append(message))
     vit = timm.create_model('deit_tiny_distilled_patch16_224', pretrained=False, depth=2)
     path = tmp_path / 'deit_distilled.pth'
     torch.save({'model': vit.state_dict()}, path)
     model = LaPEViT(arch='tiny', num_layers=2, pe_join='add')
     load_pretrained(model, str(path))
+    assert any('dist_token' in m and 'head_dist' in m for m in logged), logged  # README: "named in the log"
     expected = torch.cat([vit.pos_embed[:, :1], vit.pos_embed[:, 2:]], dim=1)
     assert torch.equal(model.pos_embed, expected)
 
