@@ -1,6 +1,7 @@
 """Checkpoint formats: each converter against a checkpoint the test makes, plus safe loading."""
 import os
 import pickle
+import re
 import shlex
 
 import pytest
@@ -11,7 +12,7 @@ from lape_mm import LaPEViT
 from lape_mm.checkpoint import CheckpointError, detect_format, safe_load
 from lape_mm.models.backbones import load_pretrained
 
-from conftest import randomize_norms, run_process, tiny_vit_kwargs, tool_command
+from conftest import randomize_norms, run_main, tiny_vit_kwargs
 
 
 def _timm_vit(depth=3, **kwargs):
@@ -247,11 +248,10 @@ def test_saved_grid_from_mmengine_cfg_is_used(tmp_path):
 
 
 def test_convert_tool_saves_the_grid(tmp_path):
-    from conftest import run_tool
     source = _checkpoint_pe((4, 4))
     src = _save(tmp_path, source, 'src.pth')
     dst = str(tmp_path / 'dst.pth')
-    run_tool('tools/convert_checkpoint.py', src, dst, '--img-size', '64', '256')
+    run_main('tools/convert_checkpoint.py', src, dst, '--img-size', '64', '256')
     assert torch.load(dst, weights_only=True)['meta']['pos_embed_grid'] == (4, 16)
     model = LaPEViT(**tiny_vit_kwargs(img_size=(128, 128)))
     load_pretrained(model, dst)  # 4x16 = 64 slots = 8x8: only the saved grid tells them apart
@@ -268,10 +268,12 @@ def test_uninferable_grid_is_refused(tmp_path):
 
 
 def test_convert_tool_names_a_bad_file(tmp_path):
+    """One line naming the file and the problem (``sys.exit(message)``: exit code 1, no traceback)."""
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'')
-    proc = run_process(tool_command('tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth')))
-    assert proc.returncode == 1 and 'convert_checkpoint:' in proc.stderr and 'Traceback' not in proc.stderr
+    with pytest.raises(SystemExit, match=rf'^convert_checkpoint: .*{re.escape(str(bad))}.*empty'):
+        run_main('tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_init_cfg_reads_through_mmengine_checkpoint_loader(tmp_path, monkeypatch):
