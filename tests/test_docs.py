@@ -68,7 +68,7 @@ class Command:
 
     @property
     def program(self) -> str:
-        words = self.words
+        words = self.words or ['']
         return words[1] if words[0] == 'python' and len(words) > 1 else words[0]
 
     @property
