@@ -1,6 +1,20 @@
-"""Shared fixtures: small models and a deterministic torch set-up."""
+"""Shared fixtures and helpers: small models, building from configs, running tools/."""
+import contextlib
+import copy
+import io
+import os
+import runpy
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+from importlib import import_module
+from pathlib import Path
+
 import pytest
 import torch
+from mmengine.registry import init_default_scope
 
 import lape_mm  # noqa: F401  (registers models, safe checkpoint globals)
 
@@ -26,21 +40,80 @@ def randomize_norms(model: torch.nn.Module) -> None:
                 m.bias.normal_(0, 0.1)
 
 
-ROOT = __import__('pathlib').Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_tool(*args: str, timeout: int = 600, env: dict | None = None) -> str:
-    """Run ``tools/<args>`` as a user would (a subprocess from the repo root); return its output."""
-    import os
-    import subprocess
-    import sys
+def build_model(model_cfg: dict, scope: str) -> torch.nn.Module:
+    """``model_cfg`` built by ``scope``'s registry (mmseg, mmdet, mmpretrain), as that library's
+    Runner does; from a copy, since mmdet's TwoStageDetector writes into its roi_head config."""
+    init_default_scope(scope)
+    return import_module(f'{scope}.registry').MODELS.build(copy.deepcopy(model_cfg))
+
+
+def run_process(cmd: list[str], timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``cmd`` from the repo root, output captured, in a session of its own: on a timeout, a test
+    failure or an interrupt, the whole process group (torchrun's workers included) is killed."""
     full_env = {**os.environ, 'PYTHONUNBUFFERED': '1', 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '2'),
                 **(env or {})}
-    cmd = [sys.executable, *args] if args[0].endswith('.py') else list(args)
-    proc = subprocess.run(cmd, cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        stdout, stderr = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        kill_process_group(proc)
+        stdout, stderr = proc.communicate()
+        raise AssertionError(f'{shlex.join(map(str, cmd))} ran past {timeout} s:\n{(stdout + stderr)[-6000:]}')
+    finally:
+        kill_process_group(proc)
+    return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
+
+
+def kill_process_group(proc: subprocess.Popen) -> None:
+    """SIGKILL what is left of ``proc``'s process group (started with ``start_new_session=True``)."""
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):  # the group is gone already
+        pass
+    proc.wait()
+
+
+def free_port() -> int:
+    """A TCP port free now (the OS picks it), for a process group's rendezvous."""
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0))
+        return s.getsockname()[1]
+
+
+def tool_command(*args: str) -> list[str]:
+    """``tools/x.py ...`` run by this interpreter; ``tools/x.sh ...`` as it is."""
+    return [sys.executable, *args] if args[0].endswith('.py') else list(args)
+
+
+def run_tool(*args: str, timeout: float = 600, env: dict | None = None) -> str:
+    """Run ``tools/<args>`` as a user would (a subprocess from the repo root); return its output."""
+    proc = run_process(tool_command(*args), timeout, env)
     output = proc.stdout + proc.stderr
-    assert proc.returncode == 0, f'{" ".join(cmd)} failed ({proc.returncode}):\n{output[-6000:]}'
+    assert proc.returncode == 0, f'{" ".join(proc.args)} failed ({proc.returncode}):\n{output[-6000:]}'
     return output
+
+
+def run_main(script: str, *args: str) -> str:
+    """``tools/<script>`` run in this process, as ``python tools/<script> args`` would run it,
+    without a new interpreter's start-up (seconds of imports); returns what it printed. A failure
+    (an exception, ``sys.exit('message')``) propagates; ``sys.exit(0)`` (``--help``) is success."""
+    argv, threads = sys.argv, torch.get_num_threads()
+    sys.argv = [script, *args]
+    out = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out):
+            runpy.run_path(str(ROOT / script), run_name='__main__')
+    except SystemExit as exit_:
+        if exit_.code not in (0, None):
+            raise
+    finally:
+        sys.argv = argv
+        torch.set_num_threads(threads)  # e.g. tools/benchmark.py --threads
+    return out.getvalue()
 
 
 @pytest.fixture(scope='session')

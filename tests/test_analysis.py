@@ -1,4 +1,7 @@
-"""Analysis tools: PE similarity figures, benchmark (correctness, never speed), FLOPs, ONNX export."""
+"""Analysis tools: PE similarity figures, benchmark (correctness, never speed), FLOPs, ONNX export.
+
+The tools' command lines run in this process (``run_main``): a new interpreter would spend most of
+each test importing torch and the OpenMMLab stack; tests/test_docs.py runs their --help as a user does."""
 import json
 
 import pytest
@@ -14,7 +17,7 @@ from tools.analysis.flops import TensorForward, flop_analyzer
 from tools.analysis.memory import peak_memory
 from tools.analysis.onnx_export import export_onnx, onnx_max_error
 
-from conftest import ROOT, randomize_norms, run_tool, tiny_vit_kwargs
+from conftest import ROOT, randomize_norms, run_main, tiny_vit_kwargs
 
 TINY_UPERNET = str(ROOT / 'configs/upernet_lape_vit_t_tiny-ade_128x128.py')
 QUIET = dict(log=lambda line: None)
@@ -83,7 +86,7 @@ def test_visualize_pe_tool_on_checkpoint_and_config(tmp_path):
     torch.save({'state_dict': {f'backbone.{k}': v for k, v in model.state_dict().items()}}, tmp_path / 'lape.pth')
     add_config = str(ROOT / 'configs/upernet_lape_vit_t_tiny-ade_128x128_add.py')
     out = tmp_path / 'figs'
-    run_tool('tools/visualize_pe.py', str(tmp_path / 'lape.pth'), add_config, '--out', str(out))
+    run_main('tools/visualize_pe.py', str(tmp_path / 'lape.pth'), add_config, '--out', str(out))
     names = {p.name for p in out.iterdir()}
     stem = 'upernet_lape_vit_t_tiny-ade_128x128_add'
     assert names == {'lape_token_similarity.png', 'lape_layer_similarity.png', f'{stem}_token_similarity.png',
@@ -112,7 +115,7 @@ def test_fused_attention_is_counted_like_mmseg_explicit_attention():
 
 
 def test_get_flops_tool():
-    output = run_tool('tools/get_flops.py', TINY_UPERNET, '--shape', '128', '128')
+    output = run_main('tools/get_flops.py', TINY_UPERNET, '--shape', '128', '128')
     lines = {line.split()[0]: line.split()[1:] for line in output.splitlines() if line[:1].isalpha()}
     total, backbone = float(lines['total'][0]), float(lines['backbone'][0])
     assert 0 < backbone < total and float(lines['total'][1]) > 0
@@ -120,7 +123,7 @@ def test_get_flops_tool():
 
 # ---------------------------------------------------------------- benchmark (the tool, not timings)
 def test_benchmark_tool_writes_table_chart_and_ratios(tmp_path):
-    output = run_tool('tools/benchmark.py', '--arch', 'tiny', '--depth', '2', '--size', '32', '48', '--repeats', '2',
+    output = run_main('tools/benchmark.py', '--arch', 'tiny', '--depth', '2', '--size', '32', '48', '--repeats', '2',
                       '--threads', '1', '--amp', '--with-cp', '--kernel-bound', '--matmul-size', '128',
                       '--out', str(tmp_path))
     assert 'lape / mmseg: time' in output and 'with_cp=True cuts activation memory' in output
@@ -190,6 +193,6 @@ def test_onnx_segmentor_matches_pytorch_at_two_sizes(tmp_path):
 def test_export_onnx_tool_backbone_only(tmp_path):
     model = LaPEViT(**tiny_vit_kwargs(arch='tiny', num_layers=12, embed_dims=192, num_heads=3, img_size=128))
     torch.save({'model': model.state_dict()}, tmp_path / 'deit_style.pth')  # the authors' layout
-    output = run_tool('tools/export_onnx.py', TINY_UPERNET, str(tmp_path / 'deit_style.pth'), '--backbone-only',
+    output = run_main('tools/export_onnx.py', TINY_UPERNET, str(tmp_path / 'deit_style.pth'), '--backbone-only',
                       '--out', str(tmp_path / 'bb.onnx'), '--check', '96', '160')
     assert 'at 1x3x128x128' in output and 'at 1x3x96x160' in output

@@ -8,8 +8,6 @@ import argparse
 import fractions
 import importlib.util
 import math
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -19,7 +17,7 @@ from lape_mm import LaPEViT
 from lape_mm.checkpoint import CheckpointError, safe_load
 from lape_mm.models.layers import build_fixed_pos_embed
 
-from conftest import ROOT
+from conftest import ROOT, run_main
 
 # Their join_type and pe arguments, and ours.
 JOINS = {'basic': 'add', 'LaPE': 'lape', 'share': 'share', 'unshare': 'unshare'}
@@ -183,9 +181,8 @@ def test_convert_to_authors_round_trip(join, pe, tmp_path):
                 m.bias.normal_(0, 0.1)
     src, dst = tmp_path / 'ours.pth', tmp_path / 'theirs.pth'
     torch.save({'state_dict': model.state_dict()}, src)
-    if join == 'unshare':  # once as a user runs it; the other cases call the tool's function
-        subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(src), str(dst), '--to', 'authors'],
-                       cwd=ROOT, check=True, capture_output=True)
+    if join == 'unshare':  # once through its command line; the other cases call the tool's function
+        run_main('tools/convert_checkpoint.py', str(src), str(dst), '--to', 'authors')
     else:
         convert_tool().convert(str(src), str(dst), to='authors')
     theirs = torch.load(dst, weights_only=True)['model']

@@ -1,6 +1,8 @@
 """Checkpoint formats: each converter against a checkpoint the test makes, plus safe loading."""
 import os
 import pickle
+import re
+import shlex
 
 import pytest
 import timm
@@ -10,7 +12,7 @@ from lape_mm import LaPEViT
 from lape_mm.checkpoint import CheckpointError, detect_format, safe_load
 from lape_mm.models.backbones import load_pretrained
 
-from conftest import randomize_norms, tiny_vit_kwargs
+from conftest import randomize_norms, run_main, tiny_vit_kwargs
 
 
 def _timm_vit(depth=3, **kwargs):
@@ -39,12 +41,16 @@ def test_deit_checkpoint_loads_with_identity_pe_norm(tmp_path):
     assert torch.equal(model.pos_embed, vit.pos_embed)
 
 
-def test_distilled_deit_drops_dist_token_slot(tmp_path):
+def test_distilled_deit_drops_dist_token_slot(tmp_path, monkeypatch):
+    from lape_mm.checkpoint import convert
+    logged = []
+    monkeypatch.setattr(convert, 'print_log', lambda message, **kwargs: logged.append(message))
     vit = timm.create_model('deit_tiny_distilled_patch16_224', pretrained=False, depth=2)
     path = tmp_path / 'deit_distilled.pth'
     torch.save({'model': vit.state_dict()}, path)
     model = LaPEViT(arch='tiny', num_layers=2, pe_join='add')
     load_pretrained(model, str(path))
+    assert any('dist_token' in m and 'head_dist' in m for m in logged), logged  # README: "named in the log"
     expected = torch.cat([vit.pos_embed[:, :1], vit.pos_embed[:, 2:]], dim=1)
     assert torch.equal(model.pos_embed, expected)
 
@@ -135,27 +141,31 @@ def test_unknown_format_is_named():
 
 
 class _Exploit:
+    """A pickle that would create the file ``marker`` if it were ever unpickled (one marker per
+    test, so that tests running at the same time cannot see each other's)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (os.system, ('touch /tmp/lape_mm_pwned',))
+        return (os.system, (f'touch {shlex.quote(self.marker)}',))
 
 
 def test_malicious_checkpoint_is_refused_and_never_executed(tmp_path):
     path = tmp_path / 'evil.pth'
-    torch.save({'state_dict': {}, 'payload': _Exploit()}, path)
-    marker = '/tmp/lape_mm_pwned'
-    if os.path.exists(marker):
-        os.remove(marker)
+    marker = tmp_path / 'pwned'
+    torch.save({'state_dict': {}, 'payload': _Exploit(marker)}, path)
     with pytest.raises(CheckpointError, match='refused to load .*not plain weights'):
         safe_load(path)
     with pytest.raises(CheckpointError):
         load_pretrained(LaPEViT(**tiny_vit_kwargs()), str(path))
-    assert not os.path.exists(marker)
+    assert not marker.exists()
     # A plain pickle file (not a torch zip) is refused the same way.
     raw = tmp_path / 'evil.pkl'
-    raw.write_bytes(pickle.dumps(_Exploit()))
+    raw.write_bytes(pickle.dumps(_Exploit(marker)))
     with pytest.raises(CheckpointError):
         safe_load(raw)
-    assert not os.path.exists(marker)
+    assert not marker.exists()
 
 
 def test_timm_create_model_and_pretrained_file(tmp_path):
@@ -238,11 +248,10 @@ def test_saved_grid_from_mmengine_cfg_is_used(tmp_path):
 
 
 def test_convert_tool_saves_the_grid(tmp_path):
-    from conftest import run_tool
     source = _checkpoint_pe((4, 4))
     src = _save(tmp_path, source, 'src.pth')
     dst = str(tmp_path / 'dst.pth')
-    run_tool('tools/convert_checkpoint.py', src, dst, '--img-size', '64', '256')
+    run_main('tools/convert_checkpoint.py', src, dst, '--img-size', '64', '256')
     assert torch.load(dst, weights_only=True)['meta']['pos_embed_grid'] == (4, 16)
     model = LaPEViT(**tiny_vit_kwargs(img_size=(128, 128)))
     load_pretrained(model, dst)  # 4x16 = 64 slots = 8x8: only the saved grid tells them apart
@@ -259,13 +268,12 @@ def test_uninferable_grid_is_refused(tmp_path):
 
 
 def test_convert_tool_names_a_bad_file(tmp_path):
-    import subprocess
-    import sys
+    """One line naming the file and the problem (``sys.exit(message)``: exit code 1, no traceback)."""
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'')
-    proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth')],
-                          cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True)
-    assert proc.returncode == 1 and 'convert_checkpoint:' in proc.stderr and 'Traceback' not in proc.stderr
+    with pytest.raises(SystemExit, match=rf'^convert_checkpoint: .*{re.escape(str(bad))}.*empty'):
+        run_main('tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth'))
+    assert not (tmp_path / 'out.pth').exists()
 
 
 def test_init_cfg_reads_through_mmengine_checkpoint_loader(tmp_path, monkeypatch):
@@ -276,7 +284,8 @@ def test_init_cfg_reads_through_mmengine_checkpoint_loader(tmp_path, monkeypatch
     import threading
     source = LaPEViT(**tiny_vit_kwargs())
     torch.save({'state_dict': source.state_dict()}, tmp_path / 'ckpt.pth')
-    torch.save({'state_dict': {}, 'payload': _Exploit()}, tmp_path / 'evil.pth')
+    marker = tmp_path / 'pwned'
+    torch.save({'state_dict': {}, 'payload': _Exploit(marker)}, tmp_path / 'evil.pth')
     monkeypatch.setenv('TORCH_HOME', str(tmp_path / 'torch_home'))  # where mmengine caches downloads
     handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), handler)
@@ -288,6 +297,6 @@ def test_init_cfg_reads_through_mmengine_checkpoint_loader(tmp_path, monkeypatch
         assert torch.equal(target.pos_embed, source.pos_embed)
         with pytest.raises(CheckpointError, match='refused'):
             load_pretrained(LaPEViT(**tiny_vit_kwargs()), f'{url}/evil.pth')
-        assert not os.path.exists('/tmp/lape_mm_pwned')
+        assert not marker.exists()
     finally:
         server.shutdown()

@@ -1,5 +1,4 @@
 """Detection and instance segmentation: SimpleFPN, Mask R-CNN configs, and tools end to end."""
-import copy
 import json
 import math
 import pickle
@@ -10,24 +9,18 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
-from mmengine.registry import init_default_scope
 
 from lape_mm.datasets import DatasetError, check_coco_dataset
 from tools.tiny_data.coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
 
-from conftest import ROOT, assert_baseline_twin, run_tool, tiny_vit_kwargs
+from conftest import ROOT, assert_baseline_twin, build_model, run_tool, tiny_vit_kwargs
+from tiny_runs import cfg_options, det_options
 
 DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*simplefpn*.py') if not p.name.endswith('_add.py'))
 BASE = 'configs/mask_rcnn_lape_vit_b_simplefpn_coco.py'
 TINY = 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py'
-
-
-def _build_detector(model_cfg: dict):
-    init_default_scope('mmdet')
-    from mmdet.registry import MODELS
-    return MODELS.build(copy.deepcopy(model_cfg))  # mmdet's TwoStageDetector writes into roi_head
 
 
 def _small_tiny_cfg(num_layers: int = 2) -> Config:
@@ -84,7 +77,7 @@ def test_simple_fpn_names_a_channel_mismatch():
 @pytest.mark.parametrize('name', DET_CONFIGS)
 def test_config_builds_mask_rcnn_with_lape_backbone(name):
     cfg = Config.fromfile(ROOT / 'configs' / name)
-    model = _build_detector(cfg.model)
+    model = build_model(cfg.model, 'mmdet')
     assert type(model).__name__ == 'MaskRCNN' and isinstance(model.backbone, LaPEViT)
     assert isinstance(model.neck, SimpleFPN) and model.neck.in_channels == model.backbone.embed_dims
     base = Config.fromfile(ROOT / 'configs' / name.replace('.py', '_add.py'))  # every config has its twin
@@ -117,7 +110,7 @@ def test_tiny_config_classes_match_the_tiny_dataset():
 def test_mask_rcnn_trains_and_predicts_on_non_square_input():
     """96x160 input: a 6x10 grid that windows of 5 do not tile, through every Mask R-CNN loss."""
     from mmdet.testing import demo_mm_inputs
-    model = _build_detector(_small_tiny_cfg().model)
+    model = build_model(_small_tiny_cfg().model, 'mmdet')
     batch = demo_mm_inputs(2, [(3, 96, 160)] * 2, num_classes=len(CLASSES), with_mask=True)
     losses = model(**model.data_preprocessor(batch, True), mode='loss')
     assert {'loss_rpn_cls', 'loss_rpn_bbox', 'loss_cls', 'loss_bbox', 'loss_mask'} <= losses.keys()
@@ -147,7 +140,7 @@ def test_window_attention_stays_in_its_window_on_non_square_grid():
 
 def test_layer_decay_applies_to_detector_backbone():
     """lr = 1e-4 * 0.7 ** (depth + 1 - layer): embeddings lowest, neck and heads the full lr."""
-    model = _build_detector(_small_tiny_cfg(num_layers=3).model)
+    model = build_model(_small_tiny_cfg(num_layers=3).model, 'mmdet')
     optim_cfg = Config.fromfile(ROOT / BASE).optim_wrapper
     optim_cfg.paramwise_cfg.num_layers = 3
     groups = build_optim_wrapper(model, optim_cfg).optimizer.param_groups
@@ -188,15 +181,8 @@ def test_tiny_coco_is_coco_and_classes_follow_position(tmp_path):
 # ---------------------------------------------------------------- end to end
 def _run_options(root, **extra) -> list[str]:
     """--cfg-options for the tiny config on ``root``: 2 blocks, one epoch of 4 iterations."""
-    ann = f'{root}/annotations/instances_val2017.json'
-    options = {
-        'train_dataloader.dataset.dataset.data_root': root, 'val_dataloader.dataset.data_root': root,
-        'test_dataloader.dataset.data_root': root, 'val_evaluator.ann_file': ann, 'test_evaluator.ann_file': ann,
-        'model.backbone.num_layers': 2, 'model.backbone.global_attn_indexes': '[1]',
-        'model.test_cfg.rcnn.score_thr': 0.0,  # an untrained model still predicts, so AP is computed
-        'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1, 'default_hooks.checkpoint.interval': 1,
-        'train_dataloader.batch_size': 2, 'default_hooks.logger.interval': 1, **extra}
-    return ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
+    # score_thr 0: an untrained model still predicts, so AP is computed
+    return cfg_options(det_options(root, **{'model.test_cfg.rcnn.score_thr': 0.0, **extra}))
 
 
 def _coco_ap(output: str, metric: str) -> float:

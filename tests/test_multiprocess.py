@@ -1,18 +1,14 @@
 """Every model family trains in two processes (DDP over gloo), which needs every trainable
 parameter to get a gradient in every step: DDP without ``find_unused_parameters`` fails at the
 second iteration otherwise, and with it each step pays an extra graph traversal."""
-import importlib
 import re
-import socket
 import sys
 
 import pytest
-import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 from mmengine.runner import Runner
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, build_model, free_port, run_tool
 from tiny_runs import FAMILIES, TinyRun, cfg_options
 
 
@@ -23,8 +19,7 @@ def _unused_parameters(run: TinyRun, root) -> list[str]:
                          'train_dataloader.persistent_workers': False})
     if cfg.get('data_preprocessor'):  # top-level in mmpretrain configs; mmengine's Runner does the same
         cfg.model.setdefault('data_preprocessor', cfg.data_preprocessor)
-    init_default_scope(cfg.default_scope)
-    model = importlib.import_module(f'{cfg.default_scope}.registry').MODELS.build(cfg.model)
+    model = build_model(cfg.model, cfg.default_scope)
     model.init_weights()
     batch = next(iter(Runner.build_dataloader(cfg.train_dataloader, seed=0)))
     loss, _ = model.parse_losses(model(**model.data_preprocessor(batch, True), mode='loss'))
@@ -38,12 +33,6 @@ def test_every_trainable_parameter_gets_a_gradient(family, tmp_path):
     assert _unused_parameters(run, run.make_data(tmp_path / 'data')) == []
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize('family', FAMILIES)
 def test_two_process_training_finishes(family, tmp_path):
@@ -53,7 +42,7 @@ def test_two_process_training_finishes(family, tmp_path):
     work = tmp_path / 'work'
     out = run_tool('tools/dist_train.sh', run.config, '2', '--work-dir', str(work),
                    *cfg_options(run.options(run.make_data(tmp_path / 'data'))),
-                   env={'PYTHON': sys.executable, 'PORT': str(_free_port()), 'OMP_NUM_THREADS': '1',
+                   env={'PYTHON': sys.executable, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
                         'CUDA_VISIBLE_DEVICES': ''})  # the CPU path, also where one GPU cannot host 2 ranks
     assert "dist_cfg: {'backend': 'gloo'}" in out and 'GPU number: 2' in out  # mmengine: the world size
     assert (work / run.checkpoint).exists() and re.search(r'(Iter|Epoch)\(val\)', out)

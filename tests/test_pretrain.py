@@ -6,13 +6,13 @@ import pytest
 import timm
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
 from lape_mm import LaPEViT
 from lape_mm.checkpoint import safe_load, to_lape_state_dict
 from tools.tiny_data.imagenet import NUM_CLASSES, make_tiny_imagenet
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, build_model, run_tool
+from tiny_runs import cfg_options, cls_options
 
 PRETRAIN = 'configs/pretrain'
 FULL_CONFIGS = sorted(p.name for p in (ROOT / PRETRAIN).glob('lape_deit_*_in1k.py'))
@@ -22,17 +22,11 @@ SEG_TINY = 'configs/upernet_lape_vit_t_tiny-ade_128x128.py'
 NUM_LAYERS = 4  # the tests' models: 4 blocks instead of 12, to stay within seconds
 
 
-def _build(cfg: Config, scope: str):
-    init_default_scope(scope)
-    from mmengine.registry import MODELS
-    return MODELS.build(cfg.model)
-
-
 @pytest.mark.parametrize('name', ALL_CONFIGS)
 def test_config_builds_and_add_twin_differs_only_in_pe_join(name):
     cfg = Config.fromfile(ROOT / PRETRAIN / name)
     cfg.model.backbone.num_layers = 1  # the structure is what is checked, not the depth
-    model = _build(cfg, 'mmpretrain')
+    model = build_model(cfg.model, 'mmpretrain')
     assert type(model.backbone).__name__ == 'LaPEViT' and model.backbone.output_cls_token
     with torch.no_grad():
         size = cfg.model.backbone.img_size
@@ -87,11 +81,7 @@ def test_mmpretrain_classifier_checkpoint_keeps_its_head():
 
 # ---------------------------------------------------------------- end to end through tools/
 def _options(data_root: Path, **extra) -> list[str]:
-    options = {'train_dataloader.dataset.data_root': data_root, 'val_dataloader.dataset.data_root': data_root,
-               'test_dataloader.dataset.data_root': data_root, 'model.backbone.num_layers': NUM_LAYERS,
-               'train_dataloader.batch_size': 8, 'train_cfg.max_epochs': 2, 'train_cfg.val_interval': 2,
-               'default_hooks.logger.interval': 1, **extra}
-    return ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
+    return cfg_options(cls_options(data_root, **{'model.backbone.num_layers': NUM_LAYERS, **extra}))
 
 
 def _accuracy(output: str) -> tuple[float, float]:
@@ -130,7 +120,7 @@ def test_checkpoint_inits_segmentation_backbone_unchanged(pretrained):
     cfg = Config.fromfile(ROOT / SEG_TINY)
     cfg.model.backbone.update(num_layers=NUM_LAYERS, out_indices=(0, 1, 2, 3),
                               init_cfg=dict(type='Pretrained', checkpoint=str(checkpoint)))
-    segmentor = _build(cfg, 'mmseg')
+    segmentor = build_model(cfg.model, 'mmseg')
     segmentor.init_weights()
     trained, loaded = _backbone_of(checkpoint), segmentor.backbone.state_dict()
     assert loaded.keys() == trained.keys() and any('.pe_norm.' in k for k in loaded)

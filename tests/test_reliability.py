@@ -21,8 +21,8 @@ from lape_mm.datasets import DatasetError, check_seg_dataset
 from tools.tiny_data import make_tiny_ade, make_tiny_imagenet
 from tools.launch import check_data
 
-from conftest import ROOT, run_tool, tiny_vit_kwargs
-from test_segmentation import TINY, derived_config, small_run_options
+from conftest import ROOT, build_model, kill_process_group, run_process, run_tool, tiny_vit_kwargs
+from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
 
 # --- bad checkpoint files: one named error that says what is wrong with which file ---------------
 
@@ -101,10 +101,7 @@ def _tiny_seg_cfg() -> Config:
 
 
 def _segmentor_weights(cfg: Config) -> dict:
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    init_default_scope('mmseg')
-    return MODELS.build(cfg.model).state_dict()
+    return build_model(cfg.model, 'mmseg').state_dict()
 
 
 def test_inference_refuses_checkpoint_that_does_not_fit(tmp_path, tiny_ade):
@@ -127,8 +124,8 @@ def test_tools_test_refuses_checkpoint_without_pos_embed(tiny_ade, tmp_path):
     weights = _segmentor_weights(_tiny_seg_cfg())
     checkpoint = tmp_path / 'no_pe.pth'
     torch.save({'state_dict': {k: v for k, v in weights.items() if k != 'backbone.pos_embed'}}, checkpoint)
-    proc = subprocess.run([sys.executable, 'tools/test.py', TINY, str(checkpoint), '--work-dir', str(tmp_path / 'w'),
-                           *small_run_options(tiny_ade)], cwd=ROOT, capture_output=True, text=True)
+    proc = run_process([sys.executable, 'tools/test.py', TINY, str(checkpoint), '--work-dir', str(tmp_path / 'w'),
+                        *small_run_options(tiny_ade)])
     assert proc.returncode != 0 and not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
     assert re.search(r'CheckpointError: checkpoint .*no_pe\.pth does not fit the model:\n\s+1 model keys missing '
                      r'from the checkpoint \(backbone: 1\): backbone\.pos_embed', proc.stderr), proc.stderr[-3000:]
@@ -146,9 +143,8 @@ def test_resume_from_a_pretraining_checkpoint_says_it_is_not_of_this_config(tiny
     torch.save({'state_dict': classifier, 'optimizer': torch.optim.AdamW(backbone.parameters()).state_dict(),
                 'message_hub': MessageHub.get_instance('pretrain').state_dict(),
                 'meta': {'epoch': 4, 'iter': 52}}, checkpoint)
-    proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path / 'w'),
-                           '--resume', str(checkpoint), *small_run_options(tiny_ade)],
-                          cwd=ROOT, capture_output=True, text=True)
+    proc = run_process([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path / 'w'),
+                        '--resume', str(checkpoint), *small_run_options(tiny_ade)])
     assert proc.returncode != 0
     assert 'parameter groups' not in proc.stderr
     assert re.search(r'(?s)epoch_4\.pth does not fit the model.*it is not a checkpoint of this config.*init_cfg.*'
@@ -177,9 +173,8 @@ def test_kill_during_save_loses_no_checkpoint_and_resume_finishes(tiny_ade, tmp_
     work = tmp_path / 'work'
     killing = derived_config(tmp_path, "custom_imports = dict(imports=['lape_mm', 'kill_hook'])\n"
                                        "custom_hooks = [dict(type='KillDuringSaveHook', iteration=3)]\n")
-    env = {**os.environ, 'PYTHONPATH': str(ROOT / 'tests' / 'helpers')}
-    proc = subprocess.run([sys.executable, 'tools/train.py', killing, '--work-dir', str(work), *options],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = run_process([sys.executable, 'tools/train.py', killing, '--work-dir', str(work), *options],
+                       env={'PYTHONPATH': str(ROOT / 'tests' / 'helpers')})
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(list(work.glob('.tmp-*iter_3.pth'))) == 1  # killed mid-save
     assert _complete_checkpoints(work) == ['iter_1.pth', 'iter_2.pth'][-keep:]
@@ -226,12 +221,14 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
     holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from tools.work_dir import '
                                'lock_work_dir; l = lock_work_dir(sys.argv[1]); print("locked", flush=True); '
                                'time.sleep(60)', str(tmp_path)],
-                              cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=subprocess.PIPE, text=True)
-    assert holder.stdout.readline().strip() == 'locked'
-    with pytest.raises(WorkDirBusyError, match=f'PID {holder.pid}'):
-        lock_work_dir(str(tmp_path))
-    holder.send_signal(signal.SIGKILL)
-    holder.wait()
+                              cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=subprocess.PIPE, text=True,
+                              start_new_session=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        with pytest.raises(WorkDirBusyError, match=f'PID {holder.pid}'):
+            lock_work_dir(str(tmp_path))
+    finally:
+        kill_process_group(holder)
     assert lock_work_dir(str(tmp_path)) is not None  # a dead holder does not keep the lock
 
 
@@ -239,9 +236,11 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
 def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
     from tools.work_dir import lock_work_dir
     lock = lock_work_dir(str(tmp_path))  # this test process plays the live run
-    proc = subprocess.run([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path),
-                           *small_run_options(tiny_ade)], cwd=ROOT, capture_output=True, text=True)
-    lock.close()
+    try:
+        proc = run_process([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path),
+                            *small_run_options(tiny_ade)])
+    finally:
+        lock.close()
     assert proc.returncode != 0 and f'in use by another training run (PID {os.getpid()})' in proc.stderr
     assert not list(tmp_path.glob('*.pth'))
 
@@ -304,16 +303,13 @@ def test_pretraining_configs_check_their_dataset_first(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_infer_tool_runs_detection_configs(tmp_path):
-    from mmengine.registry import init_default_scope
-    from mmdet.registry import MODELS
     from tools.tiny_data.coco import CLASSES, make_tiny_coco
     cfg = Config.fromfile(ROOT / 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py')
     cfg.model.backbone.update(num_layers=2, global_attn_indexes=(1,))
     cfg.model.test_cfg.rcnn.score_thr = 0.0  # an untrained model still predicts
     config, checkpoint = tmp_path / 'detector.py', tmp_path / 'detector.pth'
     cfg.dump(config)
-    init_default_scope('mmdet')
-    torch.save({'state_dict': MODELS.build(cfg.model).state_dict(), 'meta': {'dataset_meta': {'classes': CLASSES}}},
+    torch.save({'state_dict': build_model(cfg.model, 'mmdet').state_dict(), 'meta': {'dataset_meta': {'classes': CLASSES}}},
                checkpoint)
     image = next((make_tiny_coco(tmp_path / 'coco', num_train=1, num_val=1) / 'val2017').glob('*.jpg'))
     out = run_tool('tools/infer.py', str(config), str(checkpoint), str(image), '--out', str(tmp_path / 'det.jpg'))

@@ -1,35 +1,28 @@
 """Semantic segmentation: configs build, and tools/train.py + tools/test.py work end to end."""
-import json
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
 from lape_mm.checkpoint import safe_load
 from lape_mm.datasets import DatasetError, check_seg_dataset
 from tools.tiny_data import make_tiny_ade
 
-from conftest import ROOT, assert_baseline_twin, run_tool
+from conftest import ROOT, assert_baseline_twin, build_model, free_port, run_process, run_tool
+from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
 
 SEG_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py')
                      if p.name.startswith(('upernet', 'segmenter')) and 'adapter' not in p.name)  # test_vit_adapter
-TINY = 'configs/upernet_lape_vit_t_tiny-ade_128x128.py'
-
-
-def _build_segmentor(cfg: Config):
-    init_default_scope('mmseg')
-    from mmseg.registry import MODELS
-    return MODELS.build(cfg.model)
 
 
 @pytest.mark.parametrize('name', SEG_CONFIGS)
 def test_config_builds_with_lape_backbone(name):
     cfg = Config.fromfile(ROOT / 'configs' / name)
-    model = _build_segmentor(cfg)
+    model = build_model(cfg.model, 'mmseg')
     assert type(model.backbone).__name__ == 'LaPEViT'
     twin = ROOT / 'configs' / name.replace('.py', '_add.py')
     if twin.exists():  # the baseline differs in pe_join and nothing else
@@ -40,7 +33,7 @@ def test_encoder_decoder_forward_from_config_dict():
     cfg = Config.fromfile(ROOT / TINY)
     cfg.model.backbone.num_layers = 4
     cfg.model.backbone.out_indices = (0, 1, 2, 3)
-    model = _build_segmentor(cfg).eval()
+    model = build_model(cfg.model, 'mmseg').eval()
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 96, 160), mode='tensor')
     assert logits.shape == (1, 150, 24, 40)
@@ -58,25 +51,6 @@ def test_dataset_checks_name_the_problem(tmp_path):
         check_seg_dataset(dataset, num_classes=150)
     with pytest.raises(DatasetError, match='does not exist'):
         check_seg_dataset({**dataset, 'data_root': str(tmp_path / 'nowhere')}, num_classes=150)
-
-
-def small_run_options(data_root: Path, iters: int = 4, ckpt_interval: int = 2, **extra) -> list[str]:
-    """--cfg-options that shrink the tiny config to seconds: 4 blocks, few iterations."""
-    options = {
-        'train_dataloader.dataset.data_root': data_root, 'val_dataloader.dataset.data_root': data_root,
-        'test_dataloader.dataset.data_root': data_root,
-        'model.backbone.num_layers': 4, 'model.backbone.out_indices': '[0,1,2,3]',
-        'train_cfg.max_iters': iters, 'train_cfg.val_interval': iters,
-        'default_hooks.checkpoint.interval': ckpt_interval, 'default_hooks.logger.interval': 1,
-        'train_dataloader.batch_size': 2, 'randomness.seed': 0, **extra}
-    return ['--cfg-options', *(f'{k}={v}' for k, v in options.items())]
-
-
-def derived_config(tmp_path: Path, body: str) -> str:
-    """A config file inheriting the tiny config, for overrides --cfg-options cannot express."""
-    path = tmp_path / 'derived_config.py'
-    path.write_text(f"_base_ = '{ROOT / TINY}'\n{body}")
-    return str(path)
 
 
 def _miou(output: str) -> float:
@@ -118,12 +92,8 @@ def test_killed_run_resumes_to_identical_weights(tiny_ade, tmp_path):
     run_tool('tools/train.py', TINY, '--work-dir', str(unbroken), *options)
     killing = derived_config(tmp_path, "custom_imports = dict(imports=['lape_mm', 'kill_hook'])\n"
                                        "custom_hooks = [dict(type='KillAtIterHook', iteration=3)]\n")
-    import os
-    import subprocess
-    import sys
-    env = {**os.environ, 'PYTHONPATH': str(ROOT / 'tests' / 'helpers')}
-    proc = subprocess.run([sys.executable, 'tools/train.py', killing, '--work-dir', str(broken), *options],
-                          cwd=ROOT, env=env, capture_output=True, text=True)
+    proc = run_process([sys.executable, 'tools/train.py', killing, '--work-dir', str(broken), *options],
+                       env={'PYTHONPATH': str(ROOT / 'tests' / 'helpers')})
     assert proc.returncode == -9, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert (broken / 'iter_2.pth').exists() and not (broken / 'iter_4.pth').exists()
     out = run_tool('tools/train.py', TINY, '--work-dir', str(broken), '--resume', *options)
@@ -147,11 +117,9 @@ def test_two_process_gloo_run_matches_one_process(tiny_ade, tmp_path):
     single, double = tmp_path / 'single', tmp_path / 'double'
     out1 = run_tool('tools/train.py', config, '--work-dir', str(single),
                     *small_run_options(tiny_ade, iters=3, ckpt_interval=3, **deterministic))
-    options = small_run_options(tiny_ade, iters=3, ckpt_interval=3, **deterministic)
-    options[options.index('train_dataloader.batch_size=2')] = 'train_dataloader.batch_size=1'
-    import sys
+    options = small_run_options(tiny_ade, iters=3, ckpt_interval=3, **deterministic, **{'train_dataloader.batch_size': 1})
     out2 = run_tool('tools/dist_train.sh', config, '2', '--work-dir', str(double), *options,
-                    env={'PYTHON': sys.executable, 'PORT': '29533', 'CUDA_VISIBLE_DEVICES': ''})  # gloo on CPU
+                    env={'PYTHON': sys.executable, 'PORT': str(free_port()), 'CUDA_VISIBLE_DEVICES': ''})  # gloo on CPU
     assert 'gloo' in out2
     torch.testing.assert_close(_miou(out2), _miou(out1), atol=0.05, rtol=0)
     a, b = _final_weights(single, 3), _final_weights(double, 3)
@@ -170,7 +138,7 @@ def test_inferencer_writes_colour_mask(tiny_ade, tmp_path):
     config = tmp_path / 'config.py'
     cfg.dump(config)
     checkpoint = tmp_path / 'segmentor.pth'
-    torch.save({'state_dict': _build_segmentor(cfg).state_dict(),
+    torch.save({'state_dict': build_model(cfg.model, 'mmseg').state_dict(),
                 'meta': {'dataset_meta': dict(ADE20KDataset.METAINFO)}}, checkpoint)
     image = next((tiny_ade / 'images/validation').glob('*.jpg'))
     label = segment_image(str(config), str(checkpoint), str(image), tmp_path / 'mask.png', device='cpu')

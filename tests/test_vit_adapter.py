@@ -1,20 +1,18 @@
 """LaPEViTAdapter: ViT-Adapter with a LaPE ViT, against a reference written from the paper's equations."""
-import copy
 import math
 import re
-from importlib import import_module
 
 import pytest
 import torch
 import torch.nn.functional as F
 from mmengine.config import Config
-from mmengine.registry import init_default_scope
 
 from lape_mm.models import LaPEViTAdapter
 from lape_mm.models.layers.adapter_modules import deform_inputs
 from lape_mm.models.layers.ms_deform_attn import MSDeformAttn, deformable_sampling
 
-from conftest import ROOT, assert_baseline_twin, run_tool
+from conftest import ROOT, assert_baseline_twin, build_model, run_tool
+from tiny_runs import ADAPTER, ADAPTER_LAYERS, cfg_options, seg_options
 
 # 4 blocks in two stages, windows of 3 except the last block of each stage; a 4x4 PE grid.
 TINY = dict(arch='tiny', embed_dims=48, num_layers=4, num_heads=3, img_size=64, patch_size=16,
@@ -404,13 +402,6 @@ ADAPTER_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*vit_adapter*.
 COCO_3X = 'mask_rcnn_lape_vit_adapter_t_fpn_3x_coco.py'
 
 
-def _build(cfg: Config):
-    scope = 'mmdet' if cfg.model.type == 'MaskRCNN' else 'mmseg'
-    init_default_scope(scope)
-    registry = import_module(f'{scope}.registry').MODELS
-    return registry.build(copy.deepcopy(cfg.model))
-
-
 @pytest.mark.parametrize('name', ADAPTER_CONFIGS)
 def test_config_builds_and_has_its_baseline_twin(name):
     """Every config's backbone and neck/head inputs; whole models for the tiny configs (the
@@ -425,7 +416,7 @@ def test_config_builds_and_has_its_baseline_twin(name):
         assert cfg.model.get('neck') is None
     assert list(inputs) == [backbone.embed_dims] * 4
     if 'tiny' in name:
-        assert isinstance(_build(cfg).backbone, LaPEViTAdapter)
+        assert isinstance(build_model(cfg.model, cfg.default_scope).backbone, LaPEViTAdapter)
 
 
 def test_tiny_coco_fpn_output_scale_is_fixed():
@@ -433,8 +424,7 @@ def test_tiny_coco_fpn_output_scale_is_fixed():
     in 50 iterations and the heads stayed at chance. The tiny config's FPN ends each conv with LN2d,
     so its outputs keep unit scale whatever the scale of the adapter's maps."""
     cfg = Config.fromfile(ROOT / 'configs' / 'mask_rcnn_lape_vit_adapter_t_fpn_tiny-coco_160.py')
-    init_default_scope('mmdet')
-    neck = import_module('mmdet.registry').MODELS.build(copy.deepcopy(cfg.model.neck))
+    neck = build_model(cfg.model.neck, 'mmdet')
     torch.manual_seed(0)
     maps = [50 * torch.randn(2, 192, 40 // 2 ** i, 40 // 2 ** i) for i in range(4)]
     with torch.no_grad():
@@ -469,11 +459,6 @@ def test_cpu_launch_turns_the_adapter_sync_bn_into_bn():
 # ---------------------------------------------------------------- end to end (tools/train.py)
 TINY_COCO = 'configs/mask_rcnn_lape_vit_adapter_t_fpn_tiny-coco_160.py'
 TINY_ADE = 'configs/upernet_lape_vit_adapter_t_tiny-ade_128x128.py'
-SHALLOW = {'model.backbone.num_layers': 4, 'model.backbone.interaction_indexes': '[[0,0],[1,1],[2,2],[3,3]]'}
-
-
-def _options(options: dict) -> list[str]:
-    return ['--cfg-options', *(f'{k}={v}' for k, v in {**SHALLOW, **options}.items())]
 
 
 @pytest.mark.slow
@@ -482,12 +467,8 @@ def test_tiny_detection_trains_and_evaluates(tmp_path):
     and the validation computes COCO box and mask AP."""
     from tools.tiny_data import make_tiny_coco
     root = make_tiny_coco(tmp_path / 'coco', num_train=8, num_val=3, seed=1)
-    ann = f'{root}/annotations/instances_val2017.json'
-    out = run_tool('tools/train.py', TINY_COCO, '--work-dir', str(tmp_path / 'work'), *_options({
-        'train_dataloader.dataset.dataset.data_root': root, 'val_dataloader.dataset.data_root': root,
-        'val_evaluator.ann_file': ann, 'model.backbone.global_attn_indexes': '[3]',
-        'model.test_cfg.rcnn.score_thr': 0.0, 'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1,
-        'default_hooks.checkpoint.interval': 1, 'train_dataloader.batch_size': 2}))
+    out = run_tool('tools/train.py', TINY_COCO, '--work-dir', str(tmp_path / 'work'), *cfg_options({
+        **ADAPTER.options(root), 'model.test_cfg.rcnn.score_thr': 0.0}))
     assert 'SyncBN layer configs with BN' in out
     assert 0 <= float(re.findall(r'coco/segm_mAP: ([\d.]+)', out)[-1]) <= 1
 
@@ -495,8 +476,6 @@ def test_tiny_detection_trains_and_evaluates(tmp_path):
 @pytest.mark.slow
 def test_tiny_segmentation_trains_and_evaluates(tiny_ade, tmp_path):
     """The tiny UPerNet config (4 blocks, 4 iterations) through tools/train.py, with its mIoU."""
-    out = run_tool('tools/train.py', TINY_ADE, '--work-dir', str(tmp_path / 'work'), *_options({
-        'train_dataloader.dataset.data_root': tiny_ade, 'val_dataloader.dataset.data_root': tiny_ade,
-        'train_cfg.max_iters': 4, 'train_cfg.val_interval': 4, 'default_hooks.checkpoint.interval': 4,
-        'train_dataloader.batch_size': 2}))
+    out = run_tool('tools/train.py', TINY_ADE, '--work-dir', str(tmp_path / 'work'),
+                   *cfg_options(seg_options(tiny_ade, iters=4, **ADAPTER_LAYERS)))
     assert 0 <= float(re.findall(r'mIoU: ([\d.]+)', out)[-1]) <= 100

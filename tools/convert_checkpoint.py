@@ -57,6 +57,7 @@ def convert(src: str, dst: str, prefix: str | None = None, img_size: list[int] |
         checkpoint = {'model': to_authors(state_dict, one_d_table=one_d)}
     else:
         checkpoint = {'state_dict': state_dict, 'meta': {'converted_from': fmt, 'pos_embed_grid': grid}}
+    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)  # e.g. pretrain/, as the docs use it
     tmp = f'{dst}.tmp'
     torch.save(checkpoint, tmp)
     os.replace(tmp, dst)

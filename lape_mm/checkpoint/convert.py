@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping
 
 import torch
+from mmengine.logging import print_log
 
 from .safe_load import CheckpointError
 
@@ -24,7 +25,7 @@ def _rename(state_dict: StateDict, rules: list[tuple[str, str]]) -> StateDict:
 def convert_timm(state_dict: StateDict) -> StateDict:
     """timm / DeiT / LaPE authors: the authors' per-block PEs ``pos_embed{i}`` are stacked into one
     ``[L, 1 + N, C]``, their 2-D '1D_sin' table gets its leading dim, and a distilled DeiT's
-    ``dist_token`` (and its PE slot) is dropped."""
+    ``dist_token`` (and its PE slot) is dropped, and named in the log."""
     state_dict = dict(state_dict)
     per_block = sorted((k for k in state_dict if re.fullmatch(r'pos_embed\d+', k)), key=lambda k: int(k[9:]))
     if per_block:
@@ -35,6 +36,8 @@ def convert_timm(state_dict: StateDict) -> StateDict:
         pe = state_dict['pos_embed']
         state_dict['pos_embed'] = torch.cat([pe[:, :1], pe[:, 2:]], dim=1)
         state_dict = {k: v for k, v in state_dict.items() if not k.startswith('head_dist.')}
+        print_log('distilled DeiT: dist_token, its pos_embed slot and head_dist.* not loaded (LaPEViT has no '
+                  'distillation token)', logger='current')
     return state_dict
 
 
