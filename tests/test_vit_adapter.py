@@ -622,7 +622,7 @@ def test_tiny_detection_trains_and_evaluates(tmp_path):
     test_out = run_tool('tools/test.py', TINY_COCO, str(tmp_path / 'work' / 'epoch_1.pth'),
                         '--work-dir', str(tmp_path / 'test'), *options)
     metrics = logged_metrics(test_out, r'coco/\w+')
-    assert len(metrics) == 12 and metrics == logged_metrics(out, r'coco/\w+')
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= metrics.keys() and metrics == logged_metrics(out, r'coco/\w+')
 
 
 @pytest.mark.slow
