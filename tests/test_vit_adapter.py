@@ -3,6 +3,7 @@ import copy
 import math
 import re
 from importlib import import_module
+from pathlib import Path
 
 import pytest
 import torch
@@ -619,10 +620,22 @@ def test_tiny_detection_trains_and_evaluates(tmp_path):
     out = run_tool('tools/train.py', TINY_COCO, '--work-dir', str(tmp_path / 'work'), *options)
     assert 'SyncBN layer configs with BN' in out
     assert 0 <= float(re.findall(r'coco/segm_mAP: ([\d.]+)', out)[-1]) <= 1
-    test_out = run_tool('tools/test.py', TINY_COCO, str(tmp_path / 'work' / 'epoch_1.pth'),
-                        '--work-dir', str(tmp_path / 'test'), *options)
+    checkpoint, results = tmp_path / 'work' / 'epoch_1.pth', tmp_path / 'results.pkl'
+    test_out = run_tool('tools/test.py', TINY_COCO, str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+                        '--out', str(results), *options)
     metrics = logged_metrics(test_out, r'coco/\w+')
     assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= metrics.keys() and metrics == logged_metrics(out, r'coco/\w+')
+    # AP is about 0 after one epoch: the predictions themselves are the final checkpoint's, run directly.
+    import pickle
+    from mmdet.apis import DetInferencer
+    image = next((root / 'val2017').glob('*.jpg'))
+    inferencer = DetInferencer(model=str(tmp_path / 'work' / Path(TINY_COCO).name), weights=str(checkpoint),
+                               device='cpu', show_progress=False)
+    prediction = inferencer(str(image))['predictions'][0]
+    with open(results, 'rb') as f:
+        dumped = next(d['pred_instances'] for d in pickle.load(f) if d['img_path'].endswith(image.name))
+    assert dumped['labels'].tolist() == prediction['labels'] and len(prediction['labels']) > 0
+    torch.testing.assert_close(dumped['bboxes'], torch.tensor(prediction['bboxes']))
 
 
 @pytest.mark.slow
@@ -635,7 +648,17 @@ def test_tiny_segmentation_trains_and_evaluates(tiny_ade, tmp_path):
         'default_hooks.checkpoint.interval': 4, 'train_dataloader.batch_size': 2})
     out = run_tool('tools/train.py', TINY_ADE, '--work-dir', str(tmp_path / 'work'), *options)
     assert 0 <= float(re.findall(r'mIoU: ([\d.]+)', out)[-1]) <= 100
-    test_out = run_tool('tools/test.py', TINY_ADE, str(tmp_path / 'work' / 'iter_4.pth'),
-                        '--work-dir', str(tmp_path / 'test'), *options)
+    checkpoint, preds = tmp_path / 'work' / 'iter_4.pth', tmp_path / 'preds'
+    test_out = run_tool('tools/test.py', TINY_ADE, str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+                        '--out', str(preds), *options)
     metrics = logged_metrics(test_out, 'aAcc|mIoU|mAcc')
     assert metrics.keys() == {'aAcc', 'mIoU', 'mAcc'} and metrics == logged_metrics(out, 'aAcc|mIoU|mAcc')
+    # The metrics are about 0 after 4 iterations: the predicted PNGs (ADE ids 1..150) are the final
+    # checkpoint's, run directly.
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+    from PIL import Image
+    model = init_model(str(tmp_path / 'work' / Path(TINY_ADE).name), str(checkpoint), device='cpu')
+    for image in (tiny_ade / 'images/validation').glob('*.jpg'):
+        expected = inference_model(model, str(image)).pred_sem_seg.data[0].numpy() + 1
+        assert np.array_equal(np.asarray(Image.open(preds / f'{image.stem}.png')), expected), image.name
