@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-gpu demo clean
+.PHONY: setup test test-fast test-gpu test-mutants demo clean
 
 setup:
 	@bash scripts/setup.sh
@@ -18,6 +18,11 @@ test-fast: setup
 # The CUDA tests alone (tests/test_gpu.py, a few minutes on one GPU); without CUDA they are skipped.
 test-gpu: setup
 	$(PY) -m pytest -m cuda -rs $(PYTEST_ARGS)
+
+# Show that the suite catches bugs: break one thing at a time in a scratch copy (tests/mutants.py lists
+# them), run the non-slow tests that cover it, and fail if any mutant survives. Not part of `make test`.
+test-mutants: setup
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) tests/mutants.py $(MUTANTS_ARGS)
 
 demo: setup
 	$(PY) tools/demo.py

@@ -3,6 +3,7 @@ import contextlib
 import copy
 import io
 import os
+import re
 import runpy
 import shlex
 import signal
@@ -121,6 +122,12 @@ def tiny_ade(tmp_path_factory):
     """A small tiny-ADE dataset (16 train / 6 val images), made once per session."""
     from tools.tiny_data import make_tiny_ade
     return make_tiny_ade(tmp_path_factory.mktemp('tiny_ade'), num_train=16, num_val=6, seed=1)
+
+
+def logged_metrics(output: str, names: str) -> dict[str, str]:
+    """The last value, as printed, of every metric a run logged whose name matches the regex ``names``
+    (e.g. ``'aAcc|mIoU|mAcc'``, ``r'coco/\w+'``): what train-then-test comparisons check."""
+    return dict(re.findall(rf'\b({names}): ([\d.]+)', output))
 
 
 def assert_baseline_twin(lape_cfg, add_cfg) -> None:

@@ -27,26 +27,30 @@ DIM, HEADS, DEPTH, GRID = 32, 2, 3, (4, 4)
 
 
 def their_1d_table(num_positions: int, dim: int) -> torch.Tensor:
-    """'1D_sin': angle p / 10000 ** (2 * (i // 2) / dim) for p = 0..N, sin on even i, cos on odd."""
-    table = torch.tensor([[p / 10000 ** (2 * (i // 2) / dim) for i in range(dim)] for p in range(num_positions)])
-    table[:, 0::2] = table[:, 0::2].sin()
-    table[:, 1::2] = table[:, 1::2].cos()
+    """'1D_sin' as their code computes it: angles ``p / 10000 ** (2 * (i // 2) / dim)`` as Python floats,
+    a float32 tensor of them, then sin on the even and cos on the odd channel slices in float32."""
+    table = torch.tensor([[p / 10000 ** (2 * (i // 2) / dim) for i in range(dim)] for p in range(num_positions)],
+                         dtype=torch.float32)
+    table[:, 0::2] = torch.sin(table[:, 0::2])
+    table[:, 1::2] = torch.cos(table[:, 1::2])
     return table
 
 
 def their_2d_table(dim: int, height: int, width: int) -> torch.Tensor:
-    """'2D_sin' ``[1, 1 + h*w, C]``: x (column) in channels [0, C/2), y (row) in [C/2, C), each
-    interleaved sin/cos with div_term exp(k * -(ln 10000 / (C/2))), k = 0, 2, ...; cls slot zero."""
+    """'2D_sin' ``[1, 1 + h*w, C]`` as their ``_positionalencoding2d`` computes it, in float32: a
+    ``[C, h, w]`` map whose channels [0, C/2) hold sin/cos (interleaved) of x * div_term and
+    [C/2, C) of y * div_term, div_term = exp(arange(0, C/2, 2) * -(ln 10000 / (C/2))); flattened
+    row-major to tokens, with a zero cls slot first."""
     half = dim // 2
-    table = torch.zeros(1 + height * width, dim)
-    for y in range(height):
-        for x in range(width):
-            token = 1 + y * width + x
-            for k in range(0, half, 2):
-                div = math.exp(k * -(math.log(10000.0) / half))
-                table[token, k], table[token, k + 1] = math.sin(x * div), math.cos(x * div)
-                table[token, half + k], table[token, half + k + 1] = math.sin(y * div), math.cos(y * div)
-    return table[None]
+    table = torch.zeros(dim, height, width)
+    div_term = torch.exp(torch.arange(0., half, 2) * -(math.log(10000.0) / half))
+    x_angles = torch.arange(0., width).unsqueeze(1) * div_term  # [w, C/4]
+    y_angles = torch.arange(0., height).unsqueeze(1) * div_term  # [h, C/4]
+    table[0:half:2] = torch.sin(x_angles).T[:, None, :].expand(-1, height, -1)
+    table[1:half:2] = torch.cos(x_angles).T[:, None, :].expand(-1, height, -1)
+    table[half::2] = torch.sin(y_angles).T[:, :, None].expand(-1, -1, width)
+    table[half + 1::2] = torch.cos(y_angles).T[:, :, None].expand(-1, -1, width)
+    return torch.cat([torch.zeros(1, dim), table.flatten(1).T])[None]
 
 
 def their_state_dict(join: str, pe: str, seed: int = 0) -> dict:
@@ -127,11 +131,13 @@ def lape_model(join: str, pe: str, **kwargs) -> LaPEViT:
                    pe_join=JOINS[join], pe_type=PES[pe], **kwargs)
 
 
-def test_fixed_tables_are_the_authors():
-    """Our sincos tables are their '1D_sin' / '2D_sin', on a non-square grid too (rows not transposed)."""
-    torch.testing.assert_close(build_fixed_pos_embed('sincos_1d', (3, 5), 16)[0], their_1d_table(16, 16))
-    torch.testing.assert_close(build_fixed_pos_embed('sincos_2d', (3, 5), 16), their_2d_table(16, 3, 5))
-    torch.testing.assert_close(build_fixed_pos_embed('sincos_2d', (4, 4), 32), their_2d_table(32, 4, 4))
+@pytest.mark.parametrize('grid,dim', [((14, 14), 192), ((14, 14), 384), ((14, 14), 768), ((14, 14), 1024),
+                                      ((32, 32), 768), ((64, 64), 192), ((3, 5), 16)])
+def test_fixed_tables_are_the_authors(grid, dim):
+    """Our sincos tables are their '1D_sin' / '2D_sin' bit for bit at the real grids (224/16 at the
+    ViT-T/S/B/L widths, 512/16, 1024/16), and on a non-square grid (rows not transposed)."""
+    assert torch.equal(build_fixed_pos_embed('sincos_1d', grid, dim)[0], their_1d_table(1 + grid[0] * grid[1], dim))
+    assert torch.equal(build_fixed_pos_embed('sincos_2d', grid, dim), their_2d_table(dim, *grid))
 
 
 @pytest.mark.parametrize('join,pe', CASES)

@@ -1,4 +1,6 @@
 """LaPEViT: every join mode and PE type, equivalence with timm and with the LAPE.md pseudo-code."""
+import copy
+
 import pytest
 import timm
 import torch
@@ -20,7 +22,18 @@ def _ln(x, norm):
     return F.layer_norm(x, x.shape[-1:], norm.weight, norm.bias, norm.eps)
 
 
-def _attention(y, attn):
+def _attention(y, attn, hw=None, window=0):
+    """Softmax attention over all tokens, or (``window`` > 0, ViTDet) over each window of the ``hw`` grid
+    after zero-padding the grid to whole windows; the padded tokens are cropped again after ``proj``."""
+    if window:
+        B, N, C = y.shape
+        (h, w), ws = hw, window
+        H, W = -(-h // ws) * ws, -(-w // ws) * ws
+        grid = torch.zeros(B, H, W, C, dtype=y.dtype)
+        grid[:, :h, :w] = y.view(B, h, w, C)
+        windows = grid.view(B, H // ws, ws, W // ws, ws, C).transpose(2, 3).reshape(-1, ws * ws, C)
+        out = _attention(windows, attn).view(B, H // ws, W // ws, ws, ws, C).transpose(2, 3).reshape(B, H, W, C)
+        return out[:, :h, :w].reshape(B, N, C)
     B, N, C = y.shape
     heads = attn.num_heads
     q, k, v = F.linear(y, attn.qkv.weight, attn.qkv.bias).view(B, N, 3, heads, C // heads).permute(2, 0, 3, 1, 4)
@@ -28,17 +41,21 @@ def _attention(y, attn):
     return F.linear((weights @ v).transpose(1, 2).reshape(B, N, C), attn.proj.weight, attn.proj.bias)
 
 
-def reference_forward(model: LaPEViT, img: torch.Tensor) -> torch.Tensor:
-    """LAPE.md's pseudo-code, written without any of LaPEViT's forward code."""
+def reference_forward(model: LaPEViT, img: torch.Tensor, pe_norm_input=lambda p: p) -> torch.Tensor:
+    """LAPE.md's pseudo-code, written without any of LaPEViT's forward code. ``pe_norm_input`` is applied
+    to the PE before each ``pe_norm`` of the progressive chain (a test's hook)."""
     p = model.patch_size
     h, w = img.shape[-2] // p, img.shape[-1] // p
     proj = model.patch_embed.proj
     x = F.conv2d(img, proj.weight, proj.bias, stride=p).flatten(2).transpose(1, 2)
-    x = torch.cat([model.cls_token.expand(len(x), -1, -1), x], dim=1)
     pe = model.pos_embed
     if pe is not None and (h, w) != model.patch_grid:
         pe = torch.cat([resample_abs_pos_embed(pe[i:i + 1], [h, w], list(model.patch_grid), antialias=False)
                         for i in range(len(pe))])
+    if model.cls_token is not None:
+        x = torch.cat([model.cls_token.expand(len(x), -1, -1), x], dim=1)
+    elif pe is not None:
+        pe = pe[:, 1:]
     join = model.pe_join if pe is not None else 'none'
     if join == 'add':
         x = x + pe
@@ -50,14 +67,14 @@ def reference_forward(model: LaPEViT, img: torch.Tensor) -> torch.Tensor:
             x = x + pe[layer:layer + 1]
         y = _ln(x, blk.norm1)
         if join == 'lape':
-            p_l = _ln(p_l, blk.pe_norm)
+            p_l = _ln(pe_norm_input(p_l), blk.pe_norm)
             y = y + p_l
         elif join == 'lape_independent':
             y = y + _ln(pe, blk.pe_norm)
-        x = x + _attention(y, blk.attn)
+        x = x + _attention(y, blk.attn, (h, w), blk.window_size)
         x = x + blk.mlp.fc2(F.gelu(blk.mlp.fc1(_ln(x, blk.norm2))))
     x = _ln(x, model.norm)
-    return x[:, 1:].reshape(len(x), h, w, -1).permute(0, 3, 1, 2)
+    return x[:, -h * w:].reshape(len(x), h, w, -1).permute(0, 3, 1, 2)
 
 
 @pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
@@ -243,11 +260,22 @@ def test_window_partition_roundtrip_with_padding():
     assert torch.equal(window_unpartition(windows, 3, padded, (5, 7)), x)
 
 
-def test_window_attention_on_non_multiple_non_square_input():
-    kwargs = tiny_vit_kwargs(with_cls_token=False, window_size=3, global_attn_indexes=(2,))
-    model = LaPEViT(**kwargs).eval()
-    out = model(torch.randn(2, 3, 80, 112))[0]  # 5x7 grid: windows of 3 need padding
-    assert out.shape == (2, 64, 5, 7) and torch.isfinite(out).all()
+@pytest.mark.parametrize('pe_join', ['lape', 'add'])
+def test_window_attention_on_non_multiple_non_square_input(pe_join):
+    """ViTDet's padded windows (window_pad='input', every SimpleFPN config): a 5x7 grid that windows of 3
+    do not tile, against the reference that zero-pads the normalized input, attends per window and crops.
+    Random qkv biases: a padded token's key and value are then non-zero, so they count."""
+    kwargs = tiny_vit_kwargs(pe_join=pe_join, with_cls_token=False, window_size=3, global_attn_indexes=(2,),
+                             img_size=(80, 112))  # the PE's own grid: timm's resize (the reference's) is fp32
+    model = LaPEViT(**kwargs).double().eval()
+    randomize_norms(model)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.qkv.bias.normal_(0, 0.5)
+    img = torch.randn(2, 3, 80, 112, dtype=torch.float64)
+    out = model(img)[0]
+    assert out.shape == (2, 64, 5, 7)
+    torch.testing.assert_close(out, reference_forward(model, img), atol=1e-10, rtol=1e-10)
 
 
 def test_window_equal_to_grid_is_global_attention():
@@ -302,14 +330,32 @@ def _forward(model: LaPEViT, dtype: torch.dtype) -> torch.Tensor:
 
 @pytest.mark.parametrize('pe_join,pe_type', JOIN_TYPE_PAIRS)
 def test_dtype_moves(pe_join, pe_type):
-    """Every join x type survives .double(), .half(), .bfloat16(): the fixed PE moves with the model."""
+    """Every join x type survives .double(), .half(), .bfloat16(): the fixed PE moves with the model, and the
+    low-precision error is small next to what the PE contributes (the fp32 output minus the output with the
+    PE zeroed), so a PE lost or garbled in some dtype shows. The PE and attention weights are made large
+    enough (PE std 0.5, qkv/proj std 0.1) for the PE to matter as much as the tokens; measured, bf16 errs by
+    at most 1.3% of that contribution and fp16 by 0.15%."""
     model = LaPEViT(**tiny_vit_kwargs(pe_join=pe_join, pe_type=pe_type)).eval()
     randomize_norms(model)
+    with torch.no_grad():
+        for blk in model.blocks:
+            blk.attn.qkv.weight.normal_(0, 0.1)
+            blk.attn.proj.weight.normal_(0, 0.1)
+        if isinstance(model.pos_embed, torch.nn.Parameter):
+            model.pos_embed.normal_(0, 0.5)
     reference = _forward(model, torch.float32)
-    for dtype, atol in ((torch.float64, 1e-5), (torch.bfloat16, 0.15), (torch.float16, 0.05)):
+    scale = reference.norm()  # without a PE: the output itself
+    if model.pos_embed is not None:
+        without_pe = copy.deepcopy(model)
+        with torch.no_grad():
+            without_pe.pos_embed.zero_()
+        scale = (reference - _forward(without_pe, torch.float32)).norm()
+        assert scale > 0.5 * reference.norm()
+    for dtype, rel in ((torch.float64, 1e-5), (torch.bfloat16, 0.05), (torch.float16, 0.01)):
         out = _forward(model.to(dtype), dtype)
         assert out.dtype == dtype and torch.isfinite(out).all(), dtype
-        torch.testing.assert_close(out.float(), reference, atol=atol, rtol=0, msg=str(dtype))
+        error = (out.float() - reference).norm()
+        assert error < rel * scale, f'{dtype}: error {error:.3g} vs the PE contribution {scale:.3g}'
     assert model.pos_embed is None or model.pos_embed.dtype == torch.float16
 
 
@@ -354,6 +400,39 @@ def test_cls_slot_forward_is_the_pe_norm_bias():
     randomize_norms(model)
     _, block_pes = model.pos_embed_terms((4, 4))
     torch.testing.assert_close(block_pes[0][0, 0], model.blocks[0].pe_norm.bias)
+
+
+def test_constant_slot_guard_keeps_every_other_gradient_exact():
+    """The gradient guard triggers (a learnable PE whose cls slot is zero, and pe_norm biases constant over
+    channels, so the slot stays constant through the whole chain), yet only the constant slot's backward
+    changes: float64, 3 blocks, where the unguarded gradient is still finite (about 1e3 per block).
+
+    Reference: plain autograd for everything but the pe_norm parameters, whose reference treats the cls
+    slot's input to every pe_norm as a constant (detached)."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_join='lape')).double().train()
+    randomize_norms(model)
+    with torch.no_grad():
+        model.pos_embed[:, 0] = 0.
+        for blk in model.blocks:
+            blk.pe_norm.bias.fill_(0.3)
+    img = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+
+    def grads(forward):
+        model.zero_grad()
+        forward().square().mean().backward()
+        return {name: p.grad.clone() for name, p in model.named_parameters()}
+
+    ours = grads(lambda: model(img)[0])
+    plain = grads(lambda: reference_forward(model, img))
+    detached_cls = grads(lambda: reference_forward(
+        model, img, pe_norm_input=lambda p: torch.cat([p[:, :1].detach(), p[:, 1:]], dim=1)))
+    assert plain['pos_embed'][0, 0].abs().max() > 1e3  # what the guard prevents
+    assert not ours['pos_embed'][0, 0].any()
+    torch.testing.assert_close(ours['pos_embed'][:, 1:], plain['pos_embed'][:, 1:], atol=1e-12, rtol=1e-9)
+    for name, grad in ours.items():
+        if name != 'pos_embed':
+            expected = detached_cls[name] if '.pe_norm.' in name else plain[name]
+            torch.testing.assert_close(grad, expected, atol=1e-12, rtol=1e-9, msg=name)
 
 
 # ---------------------------------------------------------------- arguments

@@ -90,23 +90,44 @@ def test_mmseg_vit_checkpoint_matches_mmseg_forward(tmp_path):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 
 
-def test_mmpretrain_vit_keys_convert():
-    """mmpretrain's key layout (qkv/proj, ffn.layers, ln1) maps onto every native key."""
-    native = _native_of(LaPEViT(**tiny_vit_kwargs(pe_join='add')))
-    renames = [('patch_embed.proj.', 'patch_embed.projection.'), ('.norm1.', '.ln1.'), ('.norm2.', '.ln2.'),
-               ('.mlp.fc1.', '.ffn.layers.0.0.'), ('.mlp.fc2.', '.ffn.layers.1.'), ('blocks.', 'layers.')]
-    mmpretrain = {}
-    for key, value in native.items():
-        for old, new in renames:
-            key = key.replace(old, new)
-        mmpretrain['backbone.' + ('ln1.' + key[5:] if key.startswith('norm.') else key)] = value
-    mmpretrain['head.layers.head.weight'] = torch.zeros(10, 64)
-    from lape_mm.checkpoint import to_lape_state_dict
-    converted, fmt = to_lape_state_dict({'state_dict': mmpretrain})
-    assert fmt == 'mmpretrain'
-    assert torch.equal(converted.pop('head.weight'), mmpretrain['head.layers.head.weight'])
-    assert converted.keys() == native.keys()
-    assert all(torch.equal(converted[k], native[k]) for k in native)
+def _mmpretrain_classifier(num_classes: int = 10):
+    """mmpretrain's own ImageClassifier (VisionTransformer + VisionTransformerClsHead) at the tiny test size,
+    with random weights everywhere (norms, PE, cls token and head included)."""
+    from mmengine.registry import init_default_scope
+    from mmpretrain.registry import MODELS
+    init_default_scope('mmpretrain')
+    classifier = MODELS.build(dict(
+        type='ImageClassifier',
+        backbone=dict(type='VisionTransformer', arch=dict(embed_dims=64, num_layers=3, num_heads=4,
+                                                          feedforward_channels=256), img_size=64, patch_size=16),
+        head=dict(type='VisionTransformerClsHead', num_classes=num_classes, in_channels=64))).eval()
+    randomize_norms(classifier)
+    with torch.no_grad():
+        for name, param in classifier.named_parameters():
+            if name.endswith(('pos_embed', 'cls_token')) or name.startswith('head.') or name.endswith('.bias'):
+                param.normal_(0, 0.2)
+    return classifier
+
+
+def test_mmpretrain_classifier_checkpoint_matches_mmpretrain_forward(tmp_path):
+    """A checkpoint of mmpretrain's real classifier: LaPEViT gives its backbone's cls-token features, and
+    timm's LaPE classifier (head included) its logits."""
+    import lape_mm.models.classifiers  # noqa: F401  (registers the timm names)
+    classifier = _mmpretrain_classifier()
+    path = tmp_path / 'mmpretrain.pth'
+    torch.save({'state_dict': classifier.state_dict(), 'meta': {'epoch': 3}}, path)
+    backbone = LaPEViT(**tiny_vit_kwargs(pe_join='add', output_cls_token=True)).eval()
+    assert load_pretrained(backbone, str(path)) == 'mmpretrain'
+    img = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        (cls_features,) = classifier.backbone(img)
+        torch.testing.assert_close(backbone(img)[0][1], cls_features, atol=1e-5, rtol=1e-5)
+        timm_model = timm.create_model('lape_vit_tiny_patch16_224', pretrained=True, num_classes=10, pe_join='add',
+                                       pretrained_cfg_overlay=dict(file=str(path), num_classes=10),
+                                       **{k: v for k, v in tiny_vit_kwargs().items() if k != 'arch'}).eval()
+        logits = classifier(img, mode='tensor')
+        assert logits.std() > 0.1
+        torch.testing.assert_close(timm_model(img), logits, atol=1e-5, rtol=1e-5)
 
 
 def test_lape_mm_checkpoint_with_prefix(tmp_path):
@@ -169,15 +190,24 @@ def test_malicious_checkpoint_is_refused_and_never_executed(tmp_path):
 
 
 def test_timm_create_model_and_pretrained_file(tmp_path):
+    """A 7-class model saved in the authors' layout, with a random (non-zero) head, comes back whole
+    through timm's pretrained file: every tensor, the head included, and so the logits."""
     import lape_mm.models.classifiers  # noqa: F401  (registers the timm names)
-    model = timm.create_model('lape_vit_tiny_patch16_224', num_classes=7)
-    assert model(torch.randn(2, 3, 224, 224)).shape == (2, 7)
-    path = tmp_path / 'authors.pth'
+    model = timm.create_model('lape_vit_tiny_patch16_224', num_classes=7, num_layers=2).eval()
     randomize_norms(model)
+    with torch.no_grad():
+        model.head.weight.normal_(0, 1)
+        model.head.bias.normal_(0, 1)
+    img = torch.randn(2, 3, 224, 224)
+    logits = model(img)
+    assert logits.shape == (2, 7) and logits.std() > 0.1
+    path = tmp_path / 'authors.pth'
     torch.save({'model': model.state_dict()}, path)
-    loaded = timm.create_model('lape_vit_tiny_patch16_224', num_classes=7, pretrained=True,
-                               pretrained_cfg_overlay=dict(file=str(path)))
-    assert all(torch.equal(a, b) for a, b in zip(model.state_dict().values(), loaded.state_dict().values()))
+    loaded = timm.create_model('lape_vit_tiny_patch16_224', num_classes=7, num_layers=2, pretrained=True,
+                               pretrained_cfg_overlay=dict(file=str(path), num_classes=7)).eval()
+    assert loaded.state_dict().keys() == model.state_dict().keys()
+    assert all(torch.equal(v, loaded.state_dict()[k]) for k, v in model.state_dict().items())
+    assert torch.equal(loaded(img), logits)
 
 
 # ---------------------------------------------------------------- strict loading

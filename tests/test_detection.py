@@ -15,7 +15,7 @@ from tools.tiny_data.coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
 
-from conftest import ROOT, assert_baseline_twin, build_model, run_tool, tiny_vit_kwargs
+from conftest import ROOT, assert_baseline_twin, build_model, logged_metrics, run_tool, tiny_vit_kwargs
 from tiny_runs import cfg_options, det_options
 
 DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*simplefpn*.py') if not p.name.endswith('_add.py'))
@@ -158,6 +158,28 @@ def test_layer_decay_applies_to_detector_backbone():
     assert wd['backbone.pos_embed'] == wd['neck.convs.0.0.ln.weight'] == wd['rpn_head.rpn_cls.bias'] == 0
 
 
+def test_det_inferencer_refuses_checkpoint_that_does_not_fit(tmp_path):
+    """StrictDetInferencer (tools/infer.py with a detection config): a checkpoint of a deeper backbone is
+    refused, naming the keys, before anything is drawn; the detector's own checkpoint loads exactly."""
+    from lape_mm.apis import StrictDetInferencer, detect_image
+    from lape_mm.checkpoint import CheckpointError
+    cfg = _small_tiny_cfg()
+    config = tmp_path / 'detector.py'
+    cfg.dump(config)
+    deeper = build_model(_small_tiny_cfg(num_layers=3).model, 'mmdet').state_dict()
+    torch.save({'state_dict': deeper}, tmp_path / 'deeper.pth')
+    image = next((make_tiny_coco(tmp_path / 'coco', num_train=1, num_val=1) / 'val2017').glob('*.jpg'))
+    with pytest.raises(CheckpointError, match=r'deeper\.pth does not fit the model:\n\s+\d+ checkpoint keys the '
+                                              r'model does not have \(backbone: \d+\): backbone\.blocks\.2\.'):
+        detect_image(str(config), str(tmp_path / 'deeper.pth'), str(image), tmp_path / 'det.jpg', device='cpu')
+    assert not (tmp_path / 'det.jpg').exists()
+    own = build_model(cfg.model, 'mmdet').state_dict()
+    torch.save({'state_dict': own, 'meta': {'dataset_meta': {'classes': CLASSES}}}, tmp_path / 'own.pth')
+    inferencer = StrictDetInferencer(model=str(config), weights=str(tmp_path / 'own.pth'), device='cpu')
+    loaded = inferencer.model.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in own.items())
+
+
 # ---------------------------------------------------------------- data
 def test_tiny_coco_is_coco_and_classes_follow_position(tmp_path):
     from pycocotools.coco import COCO
@@ -194,12 +216,15 @@ def test_train_test_and_inferencer_end_to_end(tmp_path):
     from mmdet.apis import DetInferencer
     root = make_tiny_coco(tmp_path / 'coco', num_train=8, num_val=3, seed=1)
     work = tmp_path / 'work'
-    out = run_tool('tools/train.py', TINY, '--work-dir', str(work), *_run_options(root))
-    assert 'coco/segm_mAP' in out and (work / 'epoch_1.pth').exists()
+    train_out = run_tool('tools/train.py', TINY, '--work-dir', str(work), *_run_options(root))
+    assert 'coco/segm_mAP' in train_out and (work / 'epoch_1.pth').exists()
     results, shows = tmp_path / 'results.pkl', tmp_path / 'shows'
     out = run_tool('tools/test.py', TINY, str(work / 'epoch_1.pth'), '--work-dir', str(tmp_path / 'test'),
                    '--out', str(results), '--show-dir', str(shows), *_run_options(root))
     assert 0 <= _coco_ap(out, 'bbox') <= 1 and 0 <= _coco_ap(out, 'segm') <= 1
+    metrics = logged_metrics(out, r'coco/\w+')  # box and mask AP, AP50, AP75, ...
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= metrics.keys()
+    assert metrics == logged_metrics(train_out, r'coco/\w+')  # the final checkpoint: training's last validation
     with open(results, 'rb') as f:
         dumped = pickle.load(f)
     assert len(dumped) == 3 and 'masks' in dumped[0]['pred_instances']
@@ -216,6 +241,12 @@ def test_train_test_and_inferencer_end_to_end(tmp_path):
     assert (tmp_path / 'infer' / 'vis' / image.name).exists()
     saved = json.loads((tmp_path / 'infer' / 'preds' / f'{image.stem}.json').read_text())
     assert saved['labels'] == prediction['labels']
+    # tools/test.py's dumped predictions for that image are the model's as the inferencer runs it: the AP of an
+    # untrained detector is about 0, so the metric equality above alone could not tell the weights apart.
+    dumped_image = next(d['pred_instances'] for d in dumped if d['img_path'].endswith(image.name))
+    assert dumped_image['labels'].tolist() == prediction['labels']
+    torch.testing.assert_close(dumped_image['scores'], torch.tensor(prediction['scores']))
+    torch.testing.assert_close(dumped_image['bboxes'], torch.tensor(prediction['bboxes']))
 
 
 @pytest.mark.slow

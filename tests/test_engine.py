@@ -70,13 +70,44 @@ def test_layer_decay_lrs_and_no_decay_groups():
 
 
 def test_autocast_optim_wrapper_trains_in_bf16_on_cpu():
+    """The forward runs in bf16 and one update_params is one SGD step on the bf16 loss's gradient:
+    ``w - lr * grad``, with the gradient from a plain torch.autocast reference; fp32 weights stay fp32."""
+    import copy
     model = nn.Linear(8, 8)
+    reference = copy.deepcopy(model)
     wrapper = build_optim_wrapper(model, dict(type='AutocastOptimWrapper', optimizer=dict(type='SGD', lr=0.1)))
+    x = torch.randn(4, 8)
     with wrapper.optim_context(model):
-        out = model(torch.randn(4, 8))
+        out = model(x)
     assert out.dtype == torch.bfloat16
     wrapper.update_params(out.float().square().mean())
-    assert model.weight.dtype == torch.float32
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        reference_out = reference(x)
+    reference_out.float().square().mean().backward()
+    for param, ref in zip(model.parameters(), reference.parameters()):
+        assert param.dtype == torch.float32 and ref.grad.abs().sum() > 0
+        assert not torch.equal(param, ref)  # the step changed the weights
+        torch.testing.assert_close(param, ref.detach().add(ref.grad, alpha=-0.1), rtol=0, atol=0)
+        assert param.grad is None or not param.grad.any()  # and cleared the gradients for the next one
+
+
+def test_rng_state_hook_restores_every_generator_once_after_resume():
+    """The states saved with a checkpoint come back at the first iteration after --resume (after mmengine
+    re-seeds), so torch, numpy and Python draw what the unbroken run drew; later iterations go on."""
+    import random
+    import numpy as np
+    from lape_mm.engine import RNGStateHook
+    hook, checkpoint = RNGStateHook(), {}
+    hook.before_save_checkpoint(None, checkpoint)
+    unbroken = torch.rand(3), np.random.rand(3), random.random()
+    hook.after_load_checkpoint(None, checkpoint)
+    torch.manual_seed(123), np.random.seed(123), random.seed(123)  # what mmengine's resume does
+    hook.before_train_iter(None, 0)
+    resumed = torch.rand(3), np.random.rand(3), random.random()
+    assert torch.equal(resumed[0], unbroken[0]) and np.array_equal(resumed[1], unbroken[1])
+    assert resumed[2] == unbroken[2]
+    hook.before_train_iter(None, 1)
+    assert not torch.equal(torch.rand(3), unbroken[0])
 
 
 def test_replace_sync_bn_walks_the_whole_config():

@@ -130,13 +130,26 @@ def test_checkpoint_inits_segmentation_backbone_unchanged(pretrained):
 
 @pytest.mark.slow
 def test_checkpoint_loads_in_timm(pretrained):
+    """The trained mmpretrain classifier in timm (``num_classes`` in the overlay, so timm keeps the head):
+    every backbone tensor and the trained head arrive, and timm's logits are mmpretrain's."""
     _, checkpoint, _ = pretrained
     model = timm.create_model('lape_vit_tiny_patch16_224', pretrained=True, num_classes=NUM_CLASSES,
-                              pretrained_cfg_overlay=dict(file=str(checkpoint)), num_layers=NUM_LAYERS, img_size=128)
+                              pretrained_cfg_overlay=dict(file=str(checkpoint), num_classes=NUM_CLASSES),
+                              num_layers=NUM_LAYERS, img_size=128).eval()
     loaded = model.state_dict()
     for key, value in _backbone_of(checkpoint).items():
         assert torch.equal(loaded[key], value), key
-    assert model(torch.randn(2, 3, 128, 128)).shape == (2, NUM_CLASSES)
+    head = {k: v for k, v in safe_load(checkpoint)['state_dict'].items() if k.startswith('head.layers.head.')}
+    assert head and head['head.layers.head.weight'].abs().sum() > 0  # trained, so the comparison can fail
+    assert torch.equal(loaded['head.weight'], head['head.layers.head.weight'])
+    assert torch.equal(loaded['head.bias'], head['head.layers.head.bias'])
+    cfg = Config.fromfile(ROOT / TINY)
+    cfg.model.backbone.num_layers = NUM_LAYERS
+    classifier = build_model(cfg.model, 'mmpretrain').eval()
+    classifier.load_state_dict(safe_load(checkpoint)['state_dict'])
+    img = torch.randn(2, 3, 128, 128)
+    with torch.no_grad():
+        torch.testing.assert_close(model(img), classifier(img, mode='tensor'), rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- the study

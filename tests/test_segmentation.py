@@ -12,11 +12,12 @@ from lape_mm.checkpoint import safe_load
 from lape_mm.datasets import DatasetError, check_seg_dataset
 from tools.tiny_data import make_tiny_ade
 
-from conftest import ROOT, assert_baseline_twin, build_model, free_port, run_process, run_tool
+from conftest import ROOT, assert_baseline_twin, build_model, free_port, logged_metrics, run_main, run_process, run_tool
 from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
 
 SEG_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py')
                      if p.name.startswith(('upernet', 'segmenter')) and 'adapter' not in p.name)  # test_vit_adapter
+SEG_METRICS = 'aAcc|mIoU|mAcc'
 
 
 @pytest.mark.parametrize('name', SEG_CONFIGS)
@@ -60,16 +61,26 @@ def _miou(output: str) -> float:
 @pytest.mark.slow
 def test_train_then_test_end_to_end(tiny_ade, tmp_path):
     work = tmp_path / 'work'
-    out = run_tool('tools/train.py', TINY, '--work-dir', str(work), *small_run_options(tiny_ade))
-    assert 'mIoU' in out and (work / 'iter_4.pth').exists()
+    train_out = run_tool('tools/train.py', TINY, '--work-dir', str(work), *small_run_options(tiny_ade))
+    assert 'mIoU' in train_out and (work / 'iter_4.pth').exists()
     ckpt = safe_load(work / 'iter_4.pth')  # weights_only with the allowlist, as tools/test.py does
     assert 'backbone.blocks.0.pe_norm.weight' in ckpt['state_dict'] and 'rng_states' in ckpt
     preds, shows = tmp_path / 'preds', tmp_path / 'shows'
     out = run_tool('tools/test.py', TINY, str(work / 'iter_4.pth'), '--work-dir', str(tmp_path / 'test'),
                    '--out', str(preds), '--show-dir', str(shows), *small_run_options(tiny_ade))
-    assert 0 <= _miou(out) <= 100
+    metrics = logged_metrics(out, SEG_METRICS)
+    assert metrics.keys() == {'aAcc', 'mIoU', 'mAcc'}
+    assert metrics == logged_metrics(train_out, SEG_METRICS)  # the final checkpoint: training's last validation
     assert len(list(preds.glob('*.png'))) == 6
     assert len(list(shows.rglob('*.png'))) == 6
+    # Each predicted PNG is the final checkpoint's prediction, run directly: after 4 iterations the metrics are
+    # about 0, so their equality above alone could not tell the weights apart. (PNGs hold ADE ids, 1..150.)
+    from mmseg.apis import inference_model, init_model
+    from PIL import Image
+    model = init_model(str(work / Path(TINY).name), str(work / 'iter_4.pth'), device='cpu')
+    for image in (tiny_ade / 'images/validation').glob('*.jpg'):
+        expected = inference_model(model, str(image)).pred_sem_seg.data[0].numpy() + 1
+        assert np.array_equal(np.asarray(Image.open(preds / f'{image.stem}.png')), expected), image.name
 
 
 @pytest.mark.slow
@@ -146,3 +157,27 @@ def test_inferencer_writes_colour_mask(tiny_ade, tmp_path):
     assert mask.mode == 'P' and mask.size == Image.open(image).size
     assert (np.asarray(mask) == label).all()
     assert mask.getpalette()[:3] == list(ADE20KDataset.METAINFO['palette'][0])
+
+
+def test_infer_tool_segments_as_the_model_does(tiny_ade, tmp_path):
+    """tools/infer.py with a segmentation config: the mask PNG holds the class ids that mmseg's own
+    ``inference_model`` gives for the same config and checkpoint. The classifier is made strong, so the
+    mask varies over the image and a checkpoint that was not loaded would show."""
+    from mmseg.apis import inference_model, init_model
+    from mmseg.datasets import ADE20KDataset
+    from PIL import Image
+    cfg = Config.fromfile(ROOT / TINY)
+    cfg.model.backbone.update(num_layers=4, out_indices=(0, 1, 2, 3))
+    model = build_model(cfg.model, 'mmseg')
+    with torch.no_grad():
+        model.decode_head.conv_seg.weight.normal_(0, 1)
+    config, checkpoint, out = tmp_path / 'config.py', tmp_path / 'segmentor.pth', tmp_path / 'mask.png'
+    cfg.dump(config)
+    torch.save({'state_dict': model.state_dict(), 'meta': {'dataset_meta': dict(ADE20KDataset.METAINFO)}}, checkpoint)
+    image = next((tiny_ade / 'images/validation').glob('*.jpg'))
+    printed = run_main('tools/infer.py', str(config), str(checkpoint), str(image), '--out', str(out), '--device', 'cpu')
+    assert f'wrote {out}' in printed
+    expected = inference_model(init_model(str(config), str(checkpoint), device='cpu'), str(image))
+    expected = expected.pred_sem_seg.data[0].numpy()
+    assert len(np.unique(expected)) > 1
+    assert np.array_equal(np.asarray(Image.open(out)), expected)

@@ -1,6 +1,7 @@
 """LaPEViTAdapter: ViT-Adapter with a LaPE ViT, against a reference written from the paper's equations."""
 import math
 import re
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ from lape_mm.models import LaPEViTAdapter
 from lape_mm.models.layers.adapter_modules import deform_inputs
 from lape_mm.models.layers.ms_deform_attn import MSDeformAttn, deformable_sampling
 
-from conftest import ROOT, assert_baseline_twin, build_model, run_tool
+from conftest import ROOT, assert_baseline_twin, build_model, logged_metrics, run_tool
 from tiny_runs import ADAPTER, ADAPTER_LAYERS, cfg_options, seg_options
 
 # 4 blocks in two stages, windows of 3 except the last block of each stage; a 4x4 PE grid.
@@ -92,13 +93,18 @@ def ref_attention(sd, name, y, hw, heads, window):
     return _linear(sd, name + '.proj', out)
 
 
+def _layer_scale(sd, block, j):
+    """Block ``block``'s layer scale ``j``: the original names it ``gamma{j}``, lape_mm ``ls{j}.gamma``; 1 without."""
+    return sd.get(f'{block}.gamma{j}', sd.get(f'{block}.ls{j}.gamma', 1.))
+
+
 def ref_block(sd, i, x, hw, pe, heads, window):
     """``x + g1 * attn(norm1(x) + pe)``, then ``x + g2 * mlp(norm2(x))``."""
     name = f'blocks.{i}'
     y = _ln(sd, name + '.norm1', x) + (0 if pe is None else pe)
-    x = x + sd[name + '.ls1.gamma'] * ref_attention(sd, name + '.attn', y, hw, heads, window)
+    x = x + _layer_scale(sd, name, 1) * ref_attention(sd, name + '.attn', y, hw, heads, window)
     hidden = F.gelu(_linear(sd, name + '.mlp.fc1', _ln(sd, name + '.norm2', x)))
-    return x + sd[name + '.ls2.gamma'] * _linear(sd, name + '.mlp.fc2', hidden)
+    return x + _layer_scale(sd, name, 2) * _linear(sd, name + '.mlp.fc2', hidden)
 
 
 def ref_spm(sd, img):
@@ -115,23 +121,27 @@ def ref_spm(sd, img):
 
 
 def ref_cffn(sd, name, c, shapes):
+    """fc1, a 3x3 depth-wise conv on each level's map, GELU, fc2. The original nests the conv in a
+    ``DWConv`` module (``dwconv.dwconv``), lape_mm does not (``dwconv``)."""
+    conv = name + ('.dwconv.dwconv' if name + '.dwconv.dwconv.weight' in sd else '.dwconv')
     hidden = _linear(sd, name + '.fc1', c)
     parts, start = [], 0
     for h, w in shapes:
         m = hidden[:, start:start + h * w].transpose(1, 2).reshape(c.shape[0], -1, h, w)
-        m = F.conv2d(m, sd[name + '.dwconv.weight'], sd[name + '.dwconv.bias'], padding=1, groups=m.shape[1])
+        m = F.conv2d(m, sd[conv + '.weight'], sd[conv + '.bias'], padding=1, groups=m.shape[1])
         parts.append(m.flatten(2).transpose(1, 2))
         start += h * w
     return _linear(sd, name + '.fc2', F.gelu(torch.cat(parts, 1)))
 
 
-def reference_adapter(model: LaPEViTAdapter, img: torch.Tensor, block_pes=None, input_pe=None, heads=3,
+def reference_adapter(sd: dict, img: torch.Tensor, block_pes=None, input_pe=None, residual_pes=None, heads=3,
                       window=3, global_blocks=(1, 3), stages=((0, 1), (2, 3)), deform_heads=6, points=2,
-                      per_stage=False):
-    """ViT-Adapter's forward (detection variant, with layer scale and extra extractors) from its
-    equations, reading the model's weights; the ViT gets ``input_pe`` once or ``block_pes[l]``
-    inside block l. ``per_stage``: stage i's tokens go to output i (the segmentation variant)."""
-    sd = model.state_dict()
+                      per_stage=False, with_cffn=True, extra_extractor=True, add_vit_feature=True):
+    """ViT-Adapter's forward (detection variant: layer scale, extra extractors) from its equations,
+    reading the weights ``sd`` (a model's state dict, or the original's layout). The ViT gets
+    ``input_pe`` once, ``block_pes[l]`` inside block l, or ``residual_pes[l]`` added to the tokens
+    before block l. ``per_stage``: stage i's tokens go to output i (the segmentation variant).
+    ``with_cffn``, ``extra_extractor`` and ``add_vit_feature`` as the original's options."""
     B, _, H, W = img.shape
     hw = (H // 16, W // 16)
     pyramid = [(H // s, W // s) for s in (8, 16, 32)]
@@ -154,14 +164,17 @@ def reference_adapter(model: LaPEViTAdapter, img: torch.Tensor, block_pes=None, 
                                _ln(sd, name + '.injector.feat_norm', c), pyramid, deform_heads, points)
         x = x + sd[name + '.injector.gamma'] * attn
         for i in range(first, last + 1):
+            if residual_pes is not None:
+                x = x + residual_pes[i]
             pe = None if block_pes is None else block_pes[i]
             x = ref_block(sd, i, x, hw, pe, heads, 0 if i in global_blocks else window)
         extractors = [name + '.extractor'] + ([f'{name}.extra_extractors.{j}' for j in range(2)]
-                                              if stage == len(stages) - 1 else [])
+                                              if extra_extractor and stage == len(stages) - 1 else [])
         for ext in extractors:
             c = c + ref_deform_attn(sd, ext + '.attn', _ln(sd, ext + '.query_norm', c), pyramid_points,
                                     _ln(sd, ext + '.feat_norm', x), [hw], deform_heads, points)
-            c = c + ref_cffn(sd, ext + '.ffn', _ln(sd, ext + '.ffn_norm', c), pyramid)
+            if with_cffn:
+                c = c + ref_cffn(sd, ext + '.ffn', _ln(sd, ext + '.ffn_norm', c), pyramid)
         stage_tokens.append(x.transpose(1, 2).reshape(B, -1, *hw))
     sizes = [h * w for h, w in pyramid]
     c2, c3, c4 = [part.transpose(1, 2).reshape(B, -1, h, w) for part, (h, w) in zip(c.split(sizes, 1), pyramid)]
@@ -169,14 +182,18 @@ def reference_adapter(model: LaPEViTAdapter, img: torch.Tensor, block_pes=None, 
     vit = stage_tokens if per_stage else stage_tokens[-1:] * 4
     vit = [v if f == 1 else F.interpolate(v, scale_factor=f, mode='bilinear', align_corners=False)
            for v, f in zip(vit, (4., 2., 1., .5))]
-    return [_bn(sd, f'norm{i + 1}', m + v) for i, (m, v) in enumerate(zip([c1, c2, c3, c4], vit))]
+    maps = [c1, c2, c3, c4]
+    if add_vit_feature:
+        maps = [m + v for m, v in zip(maps, vit)]
+    return [_bn(sd, f'norm{i + 1}', m) for i, m in enumerate(maps)]
 
 
 def grid_pe(model: LaPEViTAdapter, hw) -> torch.Tensor:
-    """The PE's patch slots, bicubically resized from the pretraining grid to ``hw``: ``[1, h*w, C]``."""
+    """The PE's patch slots, bicubically resized from the pretraining grid to ``hw``: ``[copies, h*w, C]``
+    (one copy per block for 'unshare')."""
     pe = model.state_dict()['pos_embed'][:, 1:]
     side = math.isqrt(pe.shape[1])
-    pe = pe.reshape(1, side, side, -1).permute(0, 3, 1, 2)
+    pe = pe.reshape(len(pe), side, side, -1).permute(0, 3, 1, 2)
     return F.interpolate(pe, size=hw, mode='bicubic', align_corners=False).flatten(2).transpose(1, 2)
 
 
@@ -204,7 +221,7 @@ def test_matches_reference(pe_join, size):
         kwargs = dict(block_pes=lape_block_pes(model, hw, independent=pe_join == 'lape_independent'))
     with torch.no_grad():
         outs = model(img)
-        expected = reference_adapter(model, img, **kwargs)
+        expected = reference_adapter(model.state_dict(), img, **kwargs)
     for out, exp, stride in zip(outs, expected, (4, 8, 16, 32)):
         assert out.shape == (2, 48, size[0] // stride, size[1] // stride)
         torch.testing.assert_close(out, exp, rtol=1e-10, atol=1e-10)
@@ -218,6 +235,49 @@ def test_window_padding_of_qkv_differs_from_vitdet_only_on_padded_grids():
     for hw, same in (((6, 6), True), ((4, 6), False)):
         x = torch.randn(1, hw[0] * hw[1], 48)
         assert torch.allclose(blocks[0](x, hw=hw), blocks[1](x, hw=hw), atol=1e-6) == same
+
+
+def _parity(img_hw=(64, 96), **options):
+    """A float64 model with random weights, and its outputs with the reference's (4x6 token grid: padded windows)."""
+    model = tiny_adapter(layer_scale=True, **options).double().eval()
+    randomize(model)
+    img = torch.randn(1, 3, *img_hw, dtype=torch.float64)
+    with torch.no_grad():
+        return model, img, model(img)
+
+
+@pytest.mark.parametrize('option', [dict(with_cffn=False), dict(use_extra_extractor=False),
+                                    dict(add_vit_feature=False), dict(deform_ratio=0.5)], ids=str)
+def test_non_default_options_match_reference(option):
+    """The original's options besides the defaults: extractors without ConvFFN, no extra extractors,
+    no ViT features in the outputs, value projections at half width."""
+    model, img, outs = _parity(pe_join='lape', **option)
+    flags = {k: v for k, v in option.items() if k in ('with_cffn', 'add_vit_feature')}
+    if 'use_extra_extractor' in option:
+        flags['extra_extractor'] = option['use_extra_extractor']
+    expected = reference_adapter(model.state_dict(), img, block_pes=lape_block_pes(model, (4, 6)), **flags)
+    for out, exp in zip(outs, expected):
+        torch.testing.assert_close(out, exp, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize('pe_join,pe_type', [('share', 'learnable'), ('unshare', 'learnable'), ('lape', 'sincos_2d'),
+                                             ('add', 'sincos_1d'), ('lape', 'none')])
+def test_other_joins_and_pe_types_match_reference(pe_join, pe_type):
+    """'share' adds the PE, 'unshare' block l's own PE, to the tokens before every block; the fixed
+    tables enter where a learnable PE would; 'none' has no PE at all."""
+    model, img, outs = _parity(pe_join=pe_join, pe_type=pe_type)
+    hw = (4, 6)
+    if pe_type == 'none':
+        kwargs = {}
+    elif pe_join == 'add':
+        kwargs = dict(input_pe=grid_pe(model, hw))
+    elif pe_join == 'lape':
+        kwargs = dict(block_pes=lape_block_pes(model, hw))
+    else:
+        pe = grid_pe(model, hw)
+        kwargs = dict(residual_pes=[pe[i:i + 1] if pe_join == 'unshare' else pe for i in range(model.num_layers)])
+    for out, exp in zip(outs, reference_adapter(model.state_dict(), img, **kwargs)):
+        torch.testing.assert_close(out, exp, rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------- deformable attention
@@ -334,20 +394,82 @@ def test_per_stage_vit_features_match_reference():
     img = torch.randn(1, 3, 64, 96, dtype=torch.float64)
     with torch.no_grad():
         outs = model(img)
-        expected = reference_adapter(model, img, block_pes=lape_block_pes(model, (4, 6)), stages=stages,
-                                     per_stage=True)
+        expected = reference_adapter(model.state_dict(), img, block_pes=lape_block_pes(model, (4, 6)),
+                                     stages=stages, per_stage=True)
     for out, exp in zip(outs, expected):
         torch.testing.assert_close(out, exp, rtol=1e-10, atol=1e-10)
 
 
 # ---------------------------------------------------------------- checkpoints
-def _original_keys(state_dict: dict) -> dict:
-    """lape_mm's adapter keys written the way the original ViT-Adapter names them."""
-    renamed = {}
-    for key, value in state_dict.items():
-        key = key.replace('.ls1.gamma', '.gamma1').replace('.ls2.gamma', '.gamma2')
-        renamed[key.replace('.ffn.dwconv.', '.ffn.dwconv.dwconv.')] = value
-    return renamed
+def original_layout(dim=48, depth=4, stages=2, inplanes=8, heads=6, points=2, cffn_hidden=12) -> dict:
+    """The TINY adapter's tensors as the original code (czczup/ViT-Adapter, detection ``ViTAdapter`` with
+    ``layer_scale=True``, SyncBN norms) names them, with their shapes: ``{name: shape}``. Written out from
+    that code's modules, not from lape_mm's converter: TIMMVisionTransformer (no cls token, no final
+    norm), Block (``gamma1``/``gamma2``), SpatialPriorModule (``stem``/``conv2..4`` Sequentials of conv,
+    BN, ReLU; ``fc1..4``), InteractionBlock (``injector``, ``extractor``, the last one's two
+    ``extra_extractors``), Extractor's ConvFFN (``ffn.dwconv.dwconv``, a DWConv module), MSDeformAttn."""
+    def linear(name, out, inp):
+        return {f'{name}.weight': (out, inp), f'{name}.bias': (out,)}
+
+    def norm(name, width=dim):
+        return {f'{name}.weight': (width,), f'{name}.bias': (width,)}
+
+    def bn(name, width):
+        return {**norm(name, width), f'{name}.running_mean': (width,), f'{name}.running_var': (width,),
+                f'{name}.num_batches_tracked': ()}
+
+    def deform(name, levels):
+        return {**linear(f'{name}.sampling_offsets', heads * levels * points * 2, dim),
+                **linear(f'{name}.attention_weights', heads * levels * points, dim),
+                **linear(f'{name}.value_proj', dim, dim), **linear(f'{name}.output_proj', dim, dim)}
+
+    def extractor(name):
+        return {**norm(f'{name}.query_norm'), **norm(f'{name}.feat_norm'), **deform(f'{name}.attn', 1),
+                **linear(f'{name}.ffn.fc1', cffn_hidden, dim), f'{name}.ffn.dwconv.dwconv.weight': (cffn_hidden, 1, 3, 3),
+                f'{name}.ffn.dwconv.dwconv.bias': (cffn_hidden,), **linear(f'{name}.ffn.fc2', dim, cffn_hidden),
+                **norm(f'{name}.ffn_norm')}
+
+    layout = {'pos_embed': (1, 17, dim), 'patch_embed.proj.weight': (dim, 3, 16, 16), 'patch_embed.proj.bias': (dim,),
+              'level_embed': (3, dim), 'up.weight': (dim, dim, 2, 2), 'up.bias': (dim,)}
+    for i in range(depth):
+        b = f'blocks.{i}'
+        layout.update({**norm(f'{b}.norm1'), **linear(f'{b}.attn.qkv', 3 * dim, dim), **linear(f'{b}.attn.proj', dim, dim),
+                       **norm(f'{b}.norm2'), **linear(f'{b}.mlp.fc1', 4 * dim, dim), **linear(f'{b}.mlp.fc2', dim, 4 * dim),
+                       f'{b}.gamma1': (dim,), f'{b}.gamma2': (dim,)})
+    widths = {'stem.0': (inplanes, 3), 'stem.3': (inplanes, inplanes), 'stem.6': (inplanes, inplanes),
+              'conv2.0': (2 * inplanes, inplanes), 'conv3.0': (4 * inplanes, 2 * inplanes),
+              'conv4.0': (4 * inplanes, 4 * inplanes)}
+    for conv, (out, inp) in widths.items():
+        layout[f'spm.{conv}.weight'] = (out, inp, 3, 3)
+        layout.update(bn(f'spm.{conv[:-1]}{int(conv[-1]) + 1}', out))
+    for level, width in enumerate((1, 2, 4, 4), 1):
+        layout.update({f'spm.fc{level}.weight': (dim, width * inplanes, 1, 1), f'spm.fc{level}.bias': (dim,)})
+    for j in range(stages):
+        name = f'interactions.{j}'
+        layout.update({**norm(f'{name}.injector.query_norm'), **norm(f'{name}.injector.feat_norm'),
+                       **deform(f'{name}.injector.attn', 3), f'{name}.injector.gamma': (dim,),
+                       **extractor(f'{name}.extractor')})
+    for k in range(2):
+        layout.update(extractor(f'interactions.{stages - 1}.extra_extractors.{k}'))
+    for level in range(1, 5):
+        layout.update(bn(f'norm{level}', dim))
+    return layout
+
+
+def original_checkpoint(seed: int = 0) -> dict:
+    """Random float64 tensors in :func:`original_layout` (BN variances positive, norms around 1)."""
+    g = torch.Generator().manual_seed(seed)
+    weights = {}
+    for name, shape in original_layout().items():
+        if name.endswith('num_batches_tracked'):
+            weights[name] = torch.tensor(10)
+        elif name.endswith('running_var'):
+            weights[name] = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
+        elif len(shape) == 1 and name.endswith(('weight', 'gamma', 'gamma1', 'gamma2')):
+            weights[name] = torch.rand(shape, generator=g, dtype=torch.float64) + 0.5
+        else:
+            weights[name] = torch.randn(shape, generator=g, dtype=torch.float64) * 0.2
+    return weights
 
 
 def _pretrained(path, **overrides) -> LaPEViTAdapter:
@@ -357,17 +479,24 @@ def _pretrained(path, **overrides) -> LaPEViTAdapter:
 
 
 def test_original_detector_checkpoint_loads_through_init_cfg(tmp_path):
-    """An mmdet-2.x ViT-Adapter detector checkpoint: ``backbone.*`` with the original's names
-    (``gamma1``/``gamma2``, ``ffn.dwconv.dwconv``, no cls token), next to neck and head weights."""
-    source = tiny_adapter(pe_join='add', layer_scale=True)
-    randomize(source)
-    weights = {k: v for k, v in source.state_dict().items() if k != 'cls_token'}
-    checkpoint = {'state_dict': {**{'backbone.' + k: v for k, v in _original_keys(weights).items()},
+    """An mmdet-2.x ViT-Adapter detector checkpoint in the original's layout (:func:`original_layout`),
+    ``backbone.*`` next to neck weights, loads strictly (every tensor placed) and gives the outputs that
+    the reference computes from the original-named weights."""
+    weights = original_checkpoint()
+    checkpoint = {'state_dict': {**{'backbone.' + k: v for k, v in weights.items()},
                                  'neck.lateral_convs.0.conv.weight': torch.zeros(1)}, 'meta': {}}
     torch.save(checkpoint, tmp_path / 'vit_adapter.pth')
-    loaded = _pretrained(tmp_path / 'vit_adapter.pth', pe_join='add', layer_scale=True).state_dict()
-    for key, value in weights.items():
-        torch.testing.assert_close(loaded[key], value, rtol=0, atol=0, msg=key)
+    model = tiny_adapter(pe_join='add', layer_scale=True, init_cfg=dict(type='Pretrained', checkpoint=str(
+        tmp_path / 'vit_adapter.pth'))).double().eval()
+    model.init_weights()  # (in float64, so the weights arrive unrounded)
+    assert len(model.state_dict()) == len(weights)
+    img = torch.randn(1, 3, 64, 96, dtype=torch.float64)
+    pe = weights['pos_embed'][:, 1:].reshape(1, 4, 4, -1).permute(0, 3, 1, 2)
+    pe = F.interpolate(pe, size=(4, 6), mode='bicubic', align_corners=False).flatten(2).transpose(1, 2)
+    with torch.no_grad():
+        outs = model(img)
+    for out, exp in zip(outs, reference_adapter(weights, img, input_pe=pe)):
+        torch.testing.assert_close(out, exp, rtol=1e-10, atol=1e-10)
 
 
 def test_plain_vit_checkpoint_leaves_the_adapter_fresh(tmp_path):
@@ -391,8 +520,8 @@ def test_plain_vit_checkpoint_leaves_the_adapter_fresh(tmp_path):
 
 def test_adapter_checkpoint_missing_a_part_is_refused(tmp_path):
     from lape_mm.checkpoint import CheckpointError
-    weights = _original_keys(tiny_adapter(layer_scale=True).state_dict())
-    torch.save({k: v for k, v in weights.items() if not k.startswith('up.')}, tmp_path / 'partial.pth')
+    weights = original_checkpoint()
+    torch.save({k: v.float() for k, v in weights.items() if not k.startswith('up.')}, tmp_path / 'partial.pth')
     with pytest.raises(CheckpointError, match='up'):
         _pretrained(tmp_path / 'partial.pth', layer_scale=True)
 
@@ -464,18 +593,49 @@ TINY_ADE = 'configs/upernet_lape_vit_adapter_t_tiny-ade_128x128.py'
 @pytest.mark.slow
 def test_tiny_detection_trains_and_evaluates(tmp_path):
     """The tiny config (4 blocks) through tools/train.py on CPU: SyncBN becomes BN, training runs,
-    and the validation computes COCO box and mask AP."""
+    the validation computes COCO box and mask AP, and tools/test.py on the final checkpoint gives them again."""
     from tools.tiny_data import make_tiny_coco
     root = make_tiny_coco(tmp_path / 'coco', num_train=8, num_val=3, seed=1)
-    out = run_tool('tools/train.py', TINY_COCO, '--work-dir', str(tmp_path / 'work'), *cfg_options({
-        **ADAPTER.options(root), 'model.test_cfg.rcnn.score_thr': 0.0}))
+    options = cfg_options({**ADAPTER.options(root), 'model.test_cfg.rcnn.score_thr': 0.0})
+    out = run_tool('tools/train.py', TINY_COCO, '--work-dir', str(tmp_path / 'work'), *options)
     assert 'SyncBN layer configs with BN' in out
     assert 0 <= float(re.findall(r'coco/segm_mAP: ([\d.]+)', out)[-1]) <= 1
+    checkpoint, results = tmp_path / 'work' / 'epoch_1.pth', tmp_path / 'results.pkl'
+    test_out = run_tool('tools/test.py', TINY_COCO, str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+                        '--out', str(results), *options)
+    metrics = logged_metrics(test_out, r'coco/\w+')
+    assert {'coco/bbox_mAP', 'coco/segm_mAP'} <= metrics.keys() and metrics == logged_metrics(out, r'coco/\w+')
+    # AP is about 0 after one epoch: the predictions themselves are the final checkpoint's, run directly.
+    import pickle
+    from mmdet.apis import DetInferencer
+    image = next((root / 'val2017').glob('*.jpg'))
+    inferencer = DetInferencer(model=str(tmp_path / 'work' / Path(TINY_COCO).name), weights=str(checkpoint),
+                               device='cpu', show_progress=False)
+    prediction = inferencer(str(image))['predictions'][0]
+    with open(results, 'rb') as f:
+        dumped = next(d['pred_instances'] for d in pickle.load(f) if d['img_path'].endswith(image.name))
+    assert dumped['labels'].tolist() == prediction['labels'] and len(prediction['labels']) > 0
+    torch.testing.assert_close(dumped['bboxes'], torch.tensor(prediction['bboxes']))
 
 
 @pytest.mark.slow
 def test_tiny_segmentation_trains_and_evaluates(tiny_ade, tmp_path):
-    """The tiny UPerNet config (4 blocks, 4 iterations) through tools/train.py, with its mIoU."""
-    out = run_tool('tools/train.py', TINY_ADE, '--work-dir', str(tmp_path / 'work'),
-                   *cfg_options(seg_options(tiny_ade, iters=4, **ADAPTER_LAYERS)))
+    """The tiny UPerNet config (4 blocks, 4 iterations) through tools/train.py, with its mIoU, which
+    tools/test.py on the final checkpoint reproduces."""
+    options = cfg_options(seg_options(tiny_ade, iters=4, **ADAPTER_LAYERS))
+    out = run_tool('tools/train.py', TINY_ADE, '--work-dir', str(tmp_path / 'work'), *options)
     assert 0 <= float(re.findall(r'mIoU: ([\d.]+)', out)[-1]) <= 100
+    checkpoint, preds = tmp_path / 'work' / 'iter_4.pth', tmp_path / 'preds'
+    test_out = run_tool('tools/test.py', TINY_ADE, str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+                        '--out', str(preds), *options)
+    metrics = logged_metrics(test_out, 'aAcc|mIoU|mAcc')
+    assert metrics.keys() == {'aAcc', 'mIoU', 'mAcc'} and metrics == logged_metrics(out, 'aAcc|mIoU|mAcc')
+    # The metrics are about 0 after 4 iterations: the predicted PNGs (ADE ids 1..150) are the final
+    # checkpoint's, run directly.
+    import numpy as np
+    from mmseg.apis import inference_model, init_model
+    from PIL import Image
+    model = init_model(str(tmp_path / 'work' / Path(TINY_ADE).name), str(checkpoint), device='cpu')
+    for image in (tiny_ade / 'images/validation').glob('*.jpg'):
+        expected = inference_model(model, str(image)).pred_sem_seg.data[0].numpy() + 1
+        assert np.array_equal(np.asarray(Image.open(preds / f'{image.stem}.png')), expected), image.name

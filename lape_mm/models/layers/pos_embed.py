@@ -18,24 +18,36 @@ def is_exporting() -> bool:
 
 def sincos_1d_pos_embed(num_positions: int, dim: int) -> torch.Tensor:
     """The authors' '1D_sin' table ``[num_positions, dim]``: position ``p`` and channel ``i`` have the
-    angle ``p / 10000 ** (2 * (i // 2) / dim)``, sin on even channels and cos on odd ones."""
+    angle ``p / 10000 ** (2 * (i // 2) / dim)``, sin on even channels and cos on odd ones.
+
+    Bit-identical to their code: the angles in float64 (their Python floats), rounded to float32,
+    then sin/cos in float32 on the same strided slices."""
     if dim % 2:
         raise ValueError(f'sincos_1d needs an even embedding dim, got {dim}')
-    channel = torch.arange(dim, dtype=torch.float64)
-    angles = torch.arange(num_positions, dtype=torch.float64)[:, None] / 10000 ** (2 * (channel // 2) / dim)
-    angles[:, 0::2].sin_()
-    angles[:, 1::2].cos_()
-    return angles.float()
+    scales = torch.tensor([10000 ** (2 * (i // 2) / dim) for i in range(dim)], dtype=torch.float64)
+    table = (torch.arange(num_positions, dtype=torch.float64)[:, None] / scales).float()
+    table[:, 0::2] = torch.sin(table[:, 0::2])
+    table[:, 1::2] = torch.cos(table[:, 1::2])
+    return table
+
+
+def _sincos_axis(length: int, dim: int) -> torch.Tensor:
+    """One axis of the authors' '2D_sin' table ``[length, dim]``: coordinate ``t`` times
+    ``exp(k * -(ln 10000 / dim))`` (k = 0, 2, ...), sin in even and cos in odd channels; float32
+    throughout, as their ``_positionalencoding2d`` computes it (so the table is bit-identical)."""
+    div_term = torch.exp(torch.arange(0., dim, 2) * -(math.log(10000.0) / dim))
+    angles = torch.arange(0., length).unsqueeze(1) * div_term
+    return torch.stack([torch.sin(angles), torch.cos(angles)], dim=-1).flatten(1)
 
 
 def sincos_2d_pos_embed(grid: tuple[int, int], dim: int) -> torch.Tensor:
-    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): the :func:`sincos_1d_pos_embed` of
-    the column x in channels ``[0, dim/2)`` and of the row y in ``[dim/2, dim)``."""
+    """The authors' '2D_sin' table ``[h * w, dim]`` (row-major tokens): the column x encoded in channels
+    ``[0, dim/2)`` and the row y in ``[dim/2, dim)``."""
     if dim % 4:
         raise ValueError(f'sincos_2d needs an embedding dim divisible by 4, got {dim}')
     rows, cols = torch.meshgrid(torch.arange(grid[0]), torch.arange(grid[1]), indexing='ij')
-    return torch.cat([sincos_1d_pos_embed(grid[1], dim // 2)[cols.flatten()],
-                      sincos_1d_pos_embed(grid[0], dim // 2)[rows.flatten()]], dim=1)
+    return torch.cat([_sincos_axis(grid[1], dim // 2)[cols.flatten()],
+                      _sincos_axis(grid[0], dim // 2)[rows.flatten()]], dim=1)
 
 
 def build_fixed_pos_embed(pe_type: str, grid: tuple[int, int], dim: int) -> torch.Tensor:

@@ -1,0 +1,223 @@
+"""Show that the suite catches bugs: ``make test-mutants`` (not part of ``make test``).
+
+Each mutant is one small, plausible bug: a replacement of one exact piece of source text. In a scratch
+copy of the repository each is applied alone, the non-slow tests named for it run (``pytest -x``), and
+at least one of them must fail. Before that, the same tests must pass on the unmutated copy, so a
+failure means the mutant was caught, not that the copy was broken. Prints a table; exits 1 if a mutant
+survives, its text is no longer in the source (the list is stale) or the baseline fails.
+
+    python tests/mutants.py [--only NAME ...] [--list] [--keep]
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+COPY_IGNORE = shutil.ignore_patterns('.venv', '.git', 'work_dirs', 'data', '__pycache__', '*.egg-info', '.pytest_cache')
+TIMEOUT_S = 900  # one mutant's tests; the slowest list runs in about a minute
+
+
+@dataclass(frozen=True)
+class Mutant:
+    name: str
+    file: str
+    old: str
+    new: str
+    tests: tuple[str, ...]
+
+
+BACKBONE, BLOCK, POS_EMBED = 'lape_mm/models/backbones/lape_vit.py', 'lape_mm/models/layers/block.py', \
+    'lape_mm/models/layers/pos_embed.py'
+T_BACKBONE, T_AUTHORS, T_CKPT, T_ENGINE, T_ADAPTER = ('tests/test_backbone.py', 'tests/test_authors.py',
+                                                      'tests/test_checkpoint.py', 'tests/test_engine.py',
+                                                      'tests/test_vit_adapter.py')
+
+MUTANTS = [
+    # ---- the backbone
+    Mutant('pe before norm1', BLOCK, 'y = self.norm1(x)\n        if pe is not None:\n            y = y + pe',
+           'y = self.norm1(x if pe is None else x + pe)', (f'{T_BACKBONE}::test_matches_reference',)),
+    Mutant('pe_norm is norm1', BLOCK, 'norm = self.pe_norm\n', 'norm = self.norm1 if self.pe_norm is not None else None\n',
+           (f'{T_BACKBONE}::test_matches_reference',)),
+    Mutant("'lape' not progressive", BACKBONE, 'pe = blk.normalize_pe(pe)\n            return pe, pe',
+           'return blk.normalize_pe(pe), pe', (f'{T_BACKBONE}::test_matches_reference',)),
+    Mutant("'share' also into attention", BACKBONE, 'x = x + term  # into the residual stream\n                    term = None',
+           'x = x + term', (f'{T_BACKBONE}::test_matches_reference',)),
+    Mutant('PE dropped under bf16', BLOCK, '        if pe is not None:\n            y = y + pe',
+           '        if pe is not None and y.dtype != torch.bfloat16:\n            y = y + pe',
+           (f'{T_BACKBONE}::test_dtype_moves',)),
+    Mutant('gradient guard removed', BLOCK, 'pe = torch.where(constant, pe.detach(), pe)', 'pe = pe',
+           (f'{T_BACKBONE}::test_constant_slot_guard_keeps_every_other_gradient_exact',)),
+    Mutant('gradient guard detaches every slot', BLOCK, 'pe = torch.where(constant, pe.detach(), pe)',
+           'pe = pe.detach()', (f'{T_BACKBONE}::test_constant_slot_guard_keeps_every_other_gradient_exact',)),
+    Mutant('windows padded with ones', 'lape_mm/models/layers/window.py', 'x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))',
+           'x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h), value=1.)',
+           (f'{T_BACKBONE}::test_window_attention_on_non_multiple_non_square_input',)),
+    # ---- PE tables and resizing
+    Mutant('sincos_1d in float64 then rounded', POS_EMBED,
+           'table = (torch.arange(num_positions, dtype=torch.float64)[:, None] / scales).float()\n'
+           '    table[:, 0::2] = torch.sin(table[:, 0::2])\n    table[:, 1::2] = torch.cos(table[:, 1::2])\n'
+           '    return table',
+           'table = torch.arange(num_positions, dtype=torch.float64)[:, None] / scales\n'
+           '    table[:, 0::2] = torch.sin(table[:, 0::2])\n    table[:, 1::2] = torch.cos(table[:, 1::2])\n'
+           '    return table.float()', (f'{T_AUTHORS}::test_fixed_tables_are_the_authors',)),
+    Mutant('sincos_2d rows and columns swapped', POS_EMBED, '_sincos_axis(grid[1], dim // 2)[cols.flatten()],\n'
+           '                      _sincos_axis(grid[0], dim // 2)[rows.flatten()]',
+           '_sincos_axis(grid[0], dim // 2)[rows.flatten()],\n'
+           '                      _sincos_axis(grid[1], dim // 2)[cols.flatten()]',
+           (f'{T_AUTHORS}::test_fixed_tables_are_the_authors',)),
+    Mutant('PE resized bilinearly', POS_EMBED, "mode='bicubic', align_corners=False", "mode='bilinear', align_corners=False",
+           (f'{T_BACKBONE}::test_resize_pos_embed_matches_timm_and_keeps_cls_slot',)),
+    Mutant('PE resized with align_corners', POS_EMBED, "mode='bicubic', align_corners=False",
+           "mode='bicubic', align_corners=True", (f'{T_BACKBONE}::test_resize_pos_embed_matches_timm_and_keeps_cls_slot',)),
+    # ---- checkpoint conversion and strictness
+    Mutant("mmpretrain head not carried", 'lape_mm/checkpoint/convert.py', "MMPRETRAIN_CLS_HEAD = 'head.layers.head.'",
+           "MMPRETRAIN_CLS_HEAD = 'head.fc.'", (f'{T_CKPT}::test_mmpretrain_classifier_checkpoint_matches_mmpretrain_forward',)),
+    Mutant('timm drops the head', 'lape_mm/models/classifiers/timm_lape.py',
+           'keep_head = bool(model.num_classes) and head is not None', 'keep_head = False and head is not None',
+           (f'{T_CKPT}::test_timm_create_model_and_pretrained_file',)),
+    Mutant('saved PE grid ignored', 'lape_mm/models/backbones/checkpoint_fit.py', '    if saved_grid is not None:\n'
+           '        if saved_grid[0]', '    if False:\n        if saved_grid[0]',
+           (f'{T_CKPT}::test_saved_grid_from_mmengine_cfg_is_used',)),
+    Mutant('loading not strict', 'lape_mm/models/backbones/checkpoint_fit.py', 'if strict and (missing or unexpected):',
+           'if strict and missing and unexpected:', (f'{T_CKPT}::test_missing_backbone_tensor_is_an_error_naming_it',)),
+    Mutant('ViT-Adapter layer scales swapped', 'lape_mm/checkpoint/convert.py',
+           r"(r'^blocks\.(\d+)\.gamma([12])$', r'blocks.\1.ls\2.gamma'),",
+           r"(r'^blocks\.(\d+)\.gamma1$', r'blocks.\1.ls2.gamma'), (r'^blocks\.(\d+)\.gamma2$', r'blocks.\1.ls1.gamma'),",
+           (f'{T_ADAPTER}::test_original_detector_checkpoint_loads_through_init_cfg',)),
+    # ---- the engine
+    Mutant('checkpoint written in place', 'lape_mm/engine/atomic_backend.py',
+           '        folder = os.path.dirname(os.path.abspath(filepath))',
+           '        return super().put(obj, filepath)\n        folder = os.path.dirname(os.path.abspath(filepath))',
+           (f'{T_ENGINE}::test_checkpoints_are_written_atomically',)),
+    Mutant('RNG state restored without numpy', 'lape_mm/engine/rng_state_hook.py',
+           "            np.random.set_state(states['numpy'])\n", '',
+           (f'{T_ENGINE}::test_rng_state_hook_restores_every_generator_once_after_resume',)),
+    Mutant('layer decay off by one layer', 'lape_mm/engine/layer_decay.py', 'decay_rate ** (num_layers + 1 - layer_id)',
+           'decay_rate ** (num_layers - layer_id)', (f'{T_ENGINE}::test_layer_decay_lrs_and_no_decay_groups',)),
+    Mutant('PE weight-decayed', 'lape_mm/engine/layer_decay.py',
+           "NO_WEIGHT_DECAY = ('pos_embed', 'cls_token', '*.pos_embed', '*.cls_token')",
+           "NO_WEIGHT_DECAY = ('cls_token', '*.cls_token')", (f'{T_ENGINE}::test_layer_decay_lrs_and_no_decay_groups',)),
+    Mutant('bf16 optimizer never steps', 'lape_mm/engine/optim_wrapper.py',
+           '        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype',
+           '        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype\n'
+           '        self.step = lambda **kwargs: None',
+           (f'{T_ENGINE}::test_autocast_optim_wrapper_trains_in_bf16_on_cpu',)),
+    # ---- the inferencers
+    Mutant('inferencer loads any checkpoint', 'lape_mm/apis.py', '        if checkpoint is not None:\n'
+           '            check_checkpoint_fits', '        if checkpoint is None:\n            check_checkpoint_fits',
+           ('tests/test_detection.py::test_det_inferencer_refuses_checkpoint_that_does_not_fit',
+            'tests/test_reliability.py::test_inference_refuses_checkpoint_that_does_not_fit')),
+    Mutant('seg inferencer ignores the checkpoint', 'lape_mm/apis.py',
+           '        super()._load_weights_to_model(model, checkpoint, cfg)', '        pass',
+           ('tests/test_segmentation.py::test_infer_tool_segments_as_the_model_does',)),
+    # ---- the adapter
+    Mutant('injector without gamma', 'lape_mm/models/layers/adapter_modules.py', 'self.gamma * ', '',
+           (f'{T_ADAPTER}::test_matches_reference',)),
+    Mutant('extra extractors always on', 'lape_mm/models/backbones/lape_vit_adapter.py',
+           'extra_extractor=use_extra_extractor and i ==', 'extra_extractor=i ==',
+           (f'{T_ADAPTER}::test_non_default_options_match_reference',)),
+    Mutant('ViT features always added', 'lape_mm/models/backbones/lape_vit_adapter.py', 'if self.add_vit_feature:',
+           'if True:', (f'{T_ADAPTER}::test_non_default_options_match_reference',)),
+    Mutant("'unshare' shares block 0's PE", BACKBONE, "return pe[i:i + 1], pe", "return pe[:1], pe",
+           (f'{T_ADAPTER}::test_other_joins_and_pe_types_match_reference',)),
+    Mutant('deformable offsets scaled by (h, w)', 'lape_mm/models/layers/ms_deform_attn.py',
+           'offsets / spatial_shapes.flip(-1)[:, None, :]', 'offsets / spatial_shapes[:, None, :]',
+           (f'{T_ADAPTER}::test_deformable_attention_matches_reference',)),
+]
+
+
+def run_tests(repo: Path, tests: tuple[str, ...]) -> tuple[int, str, float]:
+    """``pytest -x`` on ``tests`` in ``repo`` (its own lape_mm first on the path): exit code, output, seconds."""
+    env = {**os.environ, 'OMP_NUM_THREADS': os.environ.get('OMP_NUM_THREADS', '1'), 'PYTHONPATH': str(repo)}
+    cmd = [sys.executable, '-m', 'pytest', '-x', '-q', '-m', 'not slow', '-p', 'no:cacheprovider', *tests]
+    start = time.monotonic()
+    try:
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired as err:
+        return -1, f'timed out after {TIMEOUT_S} s\n{err.stdout or ""}', time.monotonic() - start
+    return proc.returncode, proc.stdout + proc.stderr, time.monotonic() - start
+
+
+def check_copy_imports_itself(repo: Path) -> None:
+    """The copy's tests must import the copy's lape_mm, not the one installed in .venv."""
+    out = subprocess.run([sys.executable, '-c', 'import lape_mm; print(lape_mm.__file__)'], cwd=repo, timeout=300,
+                         env={**os.environ, 'PYTHONPATH': str(repo)}, capture_output=True, text=True)
+    if not out.stdout.strip().startswith(str(repo)):
+        sys.exit(f'mutants: the scratch copy imports lape_mm from {out.stdout.strip() or out.stderr[-500:]}, '
+                 f'not from {repo}: run with the project .venv (make test-mutants)')
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument('--only', nargs='+', metavar='NAME', help='run only the mutants with these names')
+    parser.add_argument('--list', action='store_true', help='list the mutants and their tests, run nothing')
+    parser.add_argument('--keep', action='store_true', help='keep the scratch copy (its path is printed)')
+    args = parser.parse_args()
+    mutants = [m for m in MUTANTS if not args.only or m.name in args.only]
+    if args.only and (unknown := set(args.only) - {m.name for m in mutants}):
+        parser.error(f'no mutant named {sorted(unknown)}; see --list')
+    if args.list:
+        for m in mutants:
+            print(f'{m.name}: {m.file} -> {", ".join(m.tests)}')
+        return 0
+    for m in mutants:
+        if (count := (ROOT / m.file).read_text().count(m.old)) != 1:
+            sys.exit(f'mutants: {m.name!r}: its text occurs {count} times in {m.file} (once expected): '
+                     f'update the entry in tests/mutants.py to the current source')
+
+    scratch = Path(tempfile.mkdtemp(prefix='lape_mm_mutants_'))
+    repo = scratch / 'repo'
+    try:
+        shutil.copytree(ROOT, repo, ignore=COPY_IGNORE)
+        check_copy_imports_itself(repo)
+        all_tests = tuple(dict.fromkeys(t for m in mutants for t in m.tests))
+        print(f'baseline: {len(all_tests)} test functions on the unmutated copy ...', flush=True)
+        code, output, seconds = run_tests(repo, all_tests)
+        if code != 0:
+            print(output[-6000:])
+            print(f'mutants: the baseline fails (exit {code}) before any mutation; fix the suite first')
+            return 1
+        print(f'baseline passed in {seconds:.0f} s', flush=True)
+        rows = []
+        for m in mutants:
+            path = repo / m.file
+            source = path.read_text()
+            path.write_text(source.replace(m.old, m.new))
+            try:
+                code, output, seconds = run_tests(repo, m.tests)
+            finally:
+                path.write_text(source)
+            verdict = 'killed' if code in (1, 2) else 'SURVIVED' if code == 0 else f'ERROR (exit {code})'
+            if verdict != 'killed':
+                print(output[-3000:])
+            failed = next((line.split(' - ')[0].split('::')[-1] for line in output.splitlines()
+                           if line.startswith(('FAILED', 'ERROR'))), '')
+            rows.append((m.name, m.file.split('/')[-1], verdict, failed, f'{seconds:.0f} s'))
+            print(f'{m.name}: {verdict} {failed}', flush=True)
+        widths = [max(len(str(r[i])) for r in rows + [HEADER]) for i in range(len(HEADER))]
+        print()
+        for row in [HEADER, tuple('-' * w for w in widths), *rows]:
+            print('| ' + ' | '.join(str(c).ljust(w) for c, w in zip(row, widths)) + ' |')
+        survivors = [r[0] for r in rows if r[2] != 'killed']
+        print(f'\n{len(rows) - len(survivors)} of {len(rows)} mutants killed'
+              + (f'; not killed: {", ".join(survivors)}' if survivors else ''))
+        return 1 if survivors else 0
+    finally:
+        if args.keep:
+            print(f'scratch copy kept in {repo}')
+        else:
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+HEADER = ('mutant', 'file', 'result', 'first failing test', 'time')
+
+if __name__ == '__main__':
+    sys.exit(main())
