@@ -50,10 +50,8 @@ def main() -> None:
     if args.backbone_only:
         from mmengine.registry import MODELS
         model = backbone = MODELS.build(cfg.model.backbone)
-        load_pretrained(model, args.checkpoint)
     else:
         segmentor = build_model(cfg)
-        load_model_weights(segmentor, args.checkpoint)
         model, backbone = TensorForward(segmentor), segmentor.backbone
     multiple = getattr(backbone, 'size_divisor', backbone.patch_size)
     example = tuple(args.shape or backbone.img_size)
@@ -62,6 +60,10 @@ def main() -> None:
         if h <= 0 or w <= 0 or h % multiple or w % multiple:
             parser.error(f'size {h}x{w} (--shape/--check): {type(backbone).__name__} takes H and W that are '
                          f'positive multiples of {multiple}, e.g. {max(1, round(h / multiple)) * multiple}')
+    if args.backbone_only:
+        load_pretrained(model, args.checkpoint)
+    else:
+        load_model_weights(segmentor, args.checkpoint)
     export_checked(model, args.out, example, multiple, sizes, args.atol)
     print(f'wrote {args.out}')
 
