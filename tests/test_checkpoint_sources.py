@@ -206,3 +206,44 @@ def test_train_pretrained_option_initialises_the_backbone(tiny_ade, tmp_path):
     trained = safe_load(work / 'iter_1.pth')['state_dict']
     for key, value in source.state_dict().items():
         assert torch.equal(trained[f'backbone.{key}'], value), key
+
+
+# --- safetensors through tools/infer.py's and tools/test.py's loading --------------------------------
+
+def _tiny_segmentor_files(tmp_path: Path) -> tuple[str, Path, Path]:
+    """The tiny UPerNet config (4 blocks) and one random segmentor's weights as .pth and .safetensors."""
+    from mmengine.config import Config
+    from mmseg.datasets import ADE20KDataset
+    from mmseg.registry import MODELS
+    from mmengine.registry import init_default_scope
+    from test_segmentation import TINY
+    from conftest import ROOT
+    cfg = Config.fromfile(ROOT / TINY)
+    cfg.model.backbone.num_layers = 4
+    cfg.model.backbone.out_indices = (0, 1, 2, 3)
+    config = tmp_path / 'config.py'
+    cfg.dump(config)
+    init_default_scope('mmseg')
+    state_dict = MODELS.build(cfg.model).state_dict()
+    torch.save({'state_dict': state_dict, 'meta': {'dataset_meta': dict(ADE20KDataset.METAINFO)}}, tmp_path / 'seg.pth')
+    safetensors.torch.save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp_path / 'seg.safetensors')
+    return str(config), tmp_path / 'seg.pth', tmp_path / 'seg.safetensors'
+
+
+def test_safetensors_segment_an_image_as_the_pth_does(tiny_ade, tmp_path):
+    from lape_mm.apis import segment_image
+    config, pth, st = _tiny_segmentor_files(tmp_path)
+    image = str(next((tiny_ade / 'images/validation').glob('*.jpg')))
+    expected = segment_image(config, str(pth), image, tmp_path / 'pth.png', device='cpu')
+    assert (segment_image(config, str(st), image, tmp_path / 'st.png', device='cpu') == expected).all()
+
+
+@pytest.mark.slow
+def test_tools_test_scores_a_safetensors_file_as_the_pth(tiny_ade, tmp_path):
+    from conftest import run_tool
+    from test_segmentation import small_run_options
+    config, pth, st = _tiny_segmentor_files(tmp_path)
+    scores = [re.findall(r'mIoU: ([\d.]+)', run_tool('tools/test.py', config, str(path), '--work-dir',
+                                                      str(tmp_path / path.suffix[1:]), *small_run_options(tiny_ade)))
+              for path in (pth, st)]
+    assert scores[0] and scores[1] == scores[0]
