@@ -5,10 +5,11 @@ tools/convert_checkpoint.py SRC DST [--img-size 512] [--prefix backbone.] [--to 
 In: timm/DeiT, the LaPE authors' DeiT fork (every join and PE type), mmseg, mmpretrain or lape_mm, as
 .pth or .safetensors. ``--to lape_mm`` (default) writes ``state_dict`` with native keys and the PE grid
 in ``meta``; a DST ending in ``.safetensors`` is a safetensors file instead (the same keys, the grid in
-its metadata), which timm and lape_mm read. ``--img-size`` first resizes the PE to that image's grid. ``--to authors`` writes ``{'model': ...}``
-as their ``main.py`` reads it (``--eval --resume DST``): per-block PEs as ``pos_embed{i}`` and a
-'1D_sin' table 2-D, as their model holds them. ``init_cfg=dict(type='Pretrained', ...)`` reads
-every supported format directly, so converting is only needed to ship a single format.
+its metadata), which timm and lape_mm read. ``--img-size`` first resizes the PE to that image's grid.
+``--to authors`` writes ``{'model': ...}`` as their ``main.py`` reads it (``--eval --resume DST``):
+per-block PEs as ``pos_embed{i}`` and a '1D_sin' table 2-D, as their model holds them.
+``init_cfg=dict(type='Pretrained', ...)`` reads every supported format directly, so converting is
+only needed to ship a single format.
 """
 import argparse
 import json

@@ -120,7 +120,8 @@ def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[
 
 def saved_patch_grid(checkpoint: Mapping) -> tuple[int, int] | None:
     """The PE grid a checkpoint was trained at: ``meta['pos_embed_grid']`` (tools/convert_checkpoint.py; JSON
-    text in a safetensors file's string metadata), or ``img_size // patch_size`` of the LaPE backbone in mmengine's ``meta['cfg']`` text (parsed, never run)."""
+    text in a safetensors file's string metadata), or ``img_size // patch_size`` of the LaPE backbone in
+    mmengine's ``meta['cfg']`` text (parsed, never run)."""
     meta = checkpoint.get('meta')
     if not isinstance(meta, Mapping):
         return None
