@@ -1,6 +1,7 @@
 """Issue 12: nothing lost, nothing silent. Killed saves, shared work dirs, checkpoints that do not fit,
 bad checkpoint and image files, and valid data that must pass the checks."""
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -230,6 +231,52 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
     finally:
         kill_process_group(holder)
     assert lock_work_dir(str(tmp_path)) is not None  # a dead holder does not keep the lock
+
+
+def test_busy_message_names_the_holder_only_while_it_lives(tmp_path):
+    """The lock file can name a process that is gone (e.g. the PID of a killed run): it is not named."""
+    from tools.work_dir import LOCK_NAME, WorkDirBusyError, lock_work_dir
+    dead = subprocess.Popen([sys.executable, '-c', ''])
+    dead.wait(timeout=60)
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from tools.work_dir import lock_work_dir; '
+                               'l = lock_work_dir(sys.argv[1]); print("locked", flush=True); time.sleep(60)',
+                               str(tmp_path)], cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)},
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == 'locked'
+        (tmp_path / LOCK_NAME).write_text(f'{dead.pid}\n')
+        with pytest.raises(WorkDirBusyError, match='in use by another training run;') as busy:
+            lock_work_dir(str(tmp_path))
+        assert str(dead.pid) not in str(busy.value)
+    finally:
+        holder.kill()
+        holder.wait(timeout=60)
+
+
+@pytest.mark.slow
+def test_a_killed_run_with_persistent_workers_frees_its_work_dir_at_once(tiny_ade, tmp_path):
+    """SIGKILL a run whose dataloader workers persist (they outlive it by seconds): its work dir is free
+    the moment it is dead, and --resume straight away finishes the run."""
+    from tools.work_dir import lock_work_dir
+    options = small_run_options(tiny_ade, iters=4, ckpt_interval=1, **{
+        'train_dataloader.num_workers': 2, 'train_dataloader.persistent_workers': True,
+        'train_cfg.val_interval': 100})
+    work = tmp_path / 'work'
+    killing = derived_config(tmp_path, "custom_imports = dict(imports=['lape_mm', 'kill_hook'])\n"
+                                       "custom_hooks = [dict(type='KillAtIterHook', iteration=3)]\n")
+    env = {**os.environ, 'PYTHONPATH': str(ROOT / 'tests' / 'helpers')}
+    with open(tmp_path / 'killed.log', 'w') as log:  # not a pipe: the orphaned workers would hold it open
+        run = subprocess.Popen([sys.executable, 'tools/train.py', killing, '--work-dir', str(work), *options],
+                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        assert run.wait(timeout=600) == -signal.SIGKILL, (tmp_path / 'killed.log').read_text()[-3000:]
+        lock_work_dir(str(work)).close()  # within milliseconds of its death, while its workers may live
+        out = run_tool('tools/train.py', TINY, '--work-dir', str(work), '--resume', *options)
+    finally:
+        run.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(run.pid, signal.SIGKILL)  # the orphaned workers
+    assert 'resumed' in out.lower() and (work / 'iter_4.pth').exists()
 
 
 @pytest.mark.slow

@@ -2,23 +2,29 @@
 
 tools/convert_checkpoint.py SRC DST [--img-size 512] [--prefix backbone.] [--to {lape_mm,authors}]
 
-In: timm/DeiT, the LaPE authors' DeiT fork (every join and PE type), mmseg, mmpretrain or lape_mm.
-``--to lape_mm`` (default) writes ``state_dict`` with native keys and the PE grid in ``meta``;
-``--img-size`` first resizes the PE to that image's grid. ``--to authors`` writes ``{'model': ...}``
-as their ``main.py`` reads it (``--eval --resume DST``): per-block PEs as ``pos_embed{i}`` and a
-'1D_sin' table 2-D, as their model holds them. ``init_cfg=dict(type='Pretrained', ...)`` reads
-every supported format directly, so converting is only needed to ship a single format.
+In: timm/DeiT, the LaPE authors' DeiT fork (every join and PE type), mmseg, mmpretrain or lape_mm, as
+.pth or .safetensors. ``--to lape_mm`` (default) writes ``state_dict`` with native keys and the PE grid
+in ``meta``; a DST ending in ``.safetensors`` is a safetensors file instead (the same keys, the grid in
+its metadata), which timm and lape_mm read. ``--img-size`` first resizes the PE to that image's grid.
+``--to authors`` writes ``{'model': ...}`` as their ``main.py`` reads it (``--eval --resume DST``):
+per-block PEs as ``pos_embed{i}`` and a '1D_sin' table 2-D, as their model holds them.
+``init_cfg=dict(type='Pretrained', ...)`` reads every supported format directly, so converting is
+only needed to ship a single format.
 """
 import argparse
+import json
 import os
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
+import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 
 from lape_mm.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 from lape_mm.models.layers import build_fixed_pos_embed, infer_grid, resize_pos_embed  # noqa: E402
+
+SAFETENSORS_SUFFIX = '.safetensors'
 
 
 def is_sincos_1d_table(pos_embed: torch.Tensor, grid: tuple[int, int]) -> bool:
@@ -43,6 +49,9 @@ def to_authors(state_dict: dict, one_d_table: bool = False) -> dict:
 def convert(src: str, dst: str, prefix: str | None = None, img_size: list[int] | None = None,
             patch_size: int = 16, to: str = 'lape_mm') -> str:
     """Write ``src`` to ``dst`` (atomically) in the ``to`` layout; returns the source format."""
+    if to == 'authors' and dst.endswith(SAFETENSORS_SUFFIX):
+        raise CheckpointError(f'--to authors writes the .pth their main.py reads (torch.load(DST)["model"]); '
+                              f'{dst} ends in {SAFETENSORS_SUFFIX}: name it .pth, or leave out --to authors')
     state_dict, fmt, grid = read_checkpoint(src, prefix)
     pe = state_dict.get('pos_embed')
     if pe is not None:
@@ -52,14 +61,17 @@ def convert(src: str, dst: str, prefix: str | None = None, img_size: list[int] |
             new_grid = (h // patch_size, w // patch_size)
             state_dict['pos_embed'] = resize_pos_embed(pe, new_grid, grid)
             grid = new_grid
-    if to == 'authors':
-        one_d = pe is not None and is_sincos_1d_table(state_dict['pos_embed'], grid)
-        checkpoint = {'model': to_authors(state_dict, one_d_table=one_d)}
-    else:
-        checkpoint = {'state_dict': state_dict, 'meta': {'converted_from': fmt, 'pos_embed_grid': grid}}
     os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)  # e.g. pretrain/, as the docs use it
     tmp = f'{dst}.tmp'
-    torch.save(checkpoint, tmp)
+    if to == 'authors':
+        one_d = pe is not None and is_sincos_1d_table(state_dict['pos_embed'], grid)
+        torch.save({'model': to_authors(state_dict, one_d_table=one_d)}, tmp)
+    elif dst.endswith(SAFETENSORS_SUFFIX):  # contiguous tensors that share no memory, as the format requires
+        tensors = {k: v.contiguous().clone() for k, v in state_dict.items()}
+        metadata = {'format': 'pt', 'converted_from': fmt, **({'pos_embed_grid': json.dumps(grid)} if grid else {})}
+        safetensors.torch.save_file(tensors, tmp, metadata=metadata)
+    else:
+        torch.save({'state_dict': state_dict, 'meta': {'converted_from': fmt, 'pos_embed_grid': grid}}, tmp)
     os.replace(tmp, dst)
     return fmt
 

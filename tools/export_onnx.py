@@ -3,14 +3,17 @@
 tools/export_onnx.py CONFIG CKPT --out FILE [--backbone-only] [--shape H W] [--check H W [H W ...]]
 
 Uses torch.onnx's dynamo exporter (torch.export). The ONNX model takes preprocessed images
-[B, 3, H, W] (normalized, H and W multiples of the patch size) and returns the backbone's
-feature maps (--backbone-only; CKPT in any format lape_mm reads, e.g. a segmentor checkpoint or
-a timm/DeiT file) or the segmentor's raw logits (mode='tensor'; CKPT from tools/train.py). After
-export, onnxruntime is compared with PyTorch at --shape and at each --check size.
+[B, 3, H, W] (normalized, H and W multiples of the patch size, 32 for ViT-Adapter) and returns the
+backbone's feature maps (--backbone-only; CKPT in any format lape_mm reads, e.g. a segmentor
+checkpoint or a timm/DeiT file) or the segmentor's raw logits (mode='tensor'; CKPT from
+tools/train.py). After export, onnxruntime is compared with PyTorch at --shape and at each --check
+size; --out is written only when every comparison passes.
 """
 import argparse
 import os
+import shutil
 import sys
+import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
@@ -35,7 +38,7 @@ def main() -> None:
     parser.add_argument('--atol', type=float, default=1e-4, help='largest accepted |onnx - torch|')
     args = parser.parse_args()
     if len(args.check) % 2:
-        sys.exit(f'--check takes H W pairs, got {len(args.check)} numbers')
+        parser.error(f'--check takes H W pairs, got {len(args.check)} numbers')
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):  # checked now: the export takes a while before it writes
         sys.exit(f'--out folder {out_dir} does not exist; create it first (mkdir -p {out_dir})')
@@ -46,24 +49,44 @@ def main() -> None:
                  f'add --backbone-only (mmdeploy exports whole detectors)')
     if args.backbone_only:
         from mmengine.registry import MODELS
-        model = MODELS.build(cfg.model.backbone)
-        load_pretrained(model, args.checkpoint)
-        patch_size, img_size = model.patch_size, model.img_size
+        model = backbone = MODELS.build(cfg.model.backbone)
     else:
         segmentor = build_model(cfg)
-        load_model_weights(segmentor, args.checkpoint)
-        model = TensorForward(segmentor)
-        patch_size, img_size = segmentor.backbone.patch_size, segmentor.backbone.img_size
-    example = tuple(args.shape or img_size)
-    export_onnx(model, args.out, example, patch_size)
-    print(f'wrote {args.out}')
+        model, backbone = TensorForward(segmentor), segmentor.backbone
+    multiple = getattr(backbone, 'size_divisor', backbone.patch_size)
+    example = tuple(args.shape or backbone.img_size)
     sizes = [example] + list(zip(args.check[::2], args.check[1::2]))
-    for hw in sizes:
-        error = onnx_max_error(args.out, model, (1, 3, *hw))
-        print(f'onnxruntime vs PyTorch at 1x3x{hw[0]}x{hw[1]}: max |diff| = {error:.2e}')
-        if error > args.atol:
-            sys.exit(f'onnxruntime differs from PyTorch by {error:.2e} > --atol {args.atol} at {hw}')
+    for h, w in sizes:
+        if h <= 0 or w <= 0 or h % multiple or w % multiple:
+            parser.error(f'size {h}x{w} (--shape/--check): {type(backbone).__name__} takes H and W that are '
+                         f'positive multiples of {multiple}, e.g. {max(1, round(h / multiple)) * multiple}')
+    if args.backbone_only:
+        load_pretrained(model, args.checkpoint)
+    else:
+        load_model_weights(segmentor, args.checkpoint)
+    export_checked(model, args.out, example, multiple, sizes, args.atol)
+    print(f'wrote {args.out}')
 
+
+def export_checked(model, out: str, example: tuple[int, int], multiple: int, sizes: list[tuple[int, int]],
+                   atol: float) -> None:
+    """Export into a temporary folder next to ``out``, compare onnxruntime with PyTorch at each size, and
+    only then move the file(s) (with external weights, ``out`` and its ``.data``) into place."""
+    out_dir = os.path.dirname(os.path.abspath(out))
+    staging = tempfile.mkdtemp(prefix='.export_onnx-', dir=out_dir)
+    try:
+        staged = os.path.join(staging, os.path.basename(out))
+        export_onnx(model, staged, example, multiple)
+        for hw in sizes:
+            error = onnx_max_error(staged, model, (1, 3, *hw))
+            print(f'onnxruntime vs PyTorch at 1x3x{hw[0]}x{hw[1]}: max |diff| = {error:.2e}')
+            if error > atol:
+                sys.exit(f'onnxruntime differs from PyTorch by {error:.2e} > --atol {atol} at {hw}; {out} '
+                         f'not written')
+        for name in os.listdir(staging):
+            os.replace(os.path.join(staging, name), os.path.join(out_dir, name))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
 
 if __name__ == '__main__':
     main()

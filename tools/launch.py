@@ -19,6 +19,7 @@ from mmengine.hub import get_config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
+from lape_mm.checkpoint import local_path
 from lape_mm.engine import StrictCheckpointHook
 from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
@@ -121,6 +122,14 @@ def load_config(path: str, cfg_options: dict | None = None, launcher: str | None
     return cfg
 
 
+def set_pretrained(cfg: Config, checkpoint: str) -> None:
+    """``--pretrained``: the backbone starts from ``checkpoint``, whatever the config's ``init_cfg`` was
+    (``--cfg-options model.backbone.init_cfg.checkpoint=...`` cannot set a key of an ``init_cfg=None``)."""
+    if not isinstance(cfg.model.get('backbone'), dict):
+        raise ValueError('--pretrained sets model.backbone.init_cfg, but this config has no model.backbone')
+    cfg.model.backbone.init_cfg = ConfigDict(type='Pretrained', checkpoint=checkpoint)
+
+
 def build_runner(cfg: Config, strict_load: bool = False) -> Runner:
     """The config's Runner; with ``strict_load``, the checkpoint it loads (``load_from`` or
     ``--resume``) must hold exactly the model's weights (see :class:`StrictCheckpointHook`)."""
@@ -183,7 +192,7 @@ def configure_checkpoints(cfg: Config, resume: str | None) -> None:
     if path is None:
         _warn(f'--resume: no checkpoint in {cfg.work_dir} to resume from; training from the start')
         return
-    if not osp.isfile(path):
+    if is_local(path) and not osp.isfile(local_path(path)):
         raise FileNotFoundError(f'--resume: checkpoint {path} does not exist')
     cfg.resume = True
     cfg.load_from = path
@@ -214,12 +223,17 @@ def dump_det_results(runner: Runner, out: str) -> None:
     runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
 
 
+def is_local(checkpoint: str) -> bool:
+    """A local path or ``file://`` URL, as opposed to what mmengine downloads (``https://``, ``s3://``...)."""
+    return '://' not in checkpoint or checkpoint.startswith('file://')
+
+
 def missing_pretrained(node) -> list[str]:
     """Local ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` files that do not exist."""
     missing = []
     if isinstance(node, dict):
         path = pretrained_checkpoint(node.get('init_cfg'))
-        if path is not None and '://' not in path and not osp.isfile(path):
+        if path is not None and is_local(path) and not osp.isfile(local_path(path)):
             missing.append(path)
         for value in node.values():
             missing += missing_pretrained(value)

@@ -7,7 +7,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
 from tools.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
-                          configure_checkpoints, enable_amp, load_config, parse_runner_args)
+                          configure_checkpoints, enable_amp, load_config, parse_runner_args, set_pretrained)
 
 
 def main() -> None:
@@ -19,9 +19,14 @@ def main() -> None:
                         help='the --amp dtype (default: float16 on CUDA, bfloat16 elsewhere)')
     parser.add_argument('--resume', nargs='?', const='auto', default=None,
                         help='resume from the latest checkpoint in the work dir, or from a given path')
+    parser.add_argument('--pretrained', metavar='PATH',
+                        help="initialise the backbone from this checkpoint (.pth, .safetensors or URL, any format "
+                             "init_cfg reads): sets model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH)")
     add_runner_args(parser)
     args = parse_runner_args(parser)
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
+    if args.pretrained:
+        set_pretrained(cfg, args.pretrained)
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
     lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)

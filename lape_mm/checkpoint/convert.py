@@ -2,6 +2,7 @@
 
 :func:`to_lape_state_dict` detects the format. Pure renaming: fitting to a model is in its ``checkpoint_fit``."""
 import ast
+import json
 import re
 from collections.abc import Mapping
 
@@ -121,13 +122,14 @@ def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[
 
 
 def saved_patch_grid(checkpoint: Mapping) -> tuple[int, int] | None:
-    """The PE grid a checkpoint was trained at: ``meta['pos_embed_grid']`` (tools/convert_checkpoint.py),
-    or ``img_size // patch_size`` of the LaPE backbone in mmengine's ``meta['cfg']`` text (parsed, never run)."""
+    """The PE grid a checkpoint was trained at: ``meta['pos_embed_grid']`` (tools/convert_checkpoint.py; JSON
+    text in a safetensors file's string metadata), or ``img_size // patch_size`` of the LaPE backbone in
+    mmengine's ``meta['cfg']`` text (parsed, never run)."""
     meta = checkpoint.get('meta')
     if not isinstance(meta, Mapping):
         return None
-    if meta.get('pos_embed_grid') is not None:
-        return tuple(int(s) for s in meta['pos_embed_grid'])
+    if (grid := meta.get('pos_embed_grid')) is not None:
+        return tuple(int(s) for s in (json.loads(grid) if isinstance(grid, str) else grid))
     try:
         for call in (node for node in ast.walk(ast.parse(meta.get('cfg'))) if isinstance(node, ast.Call)):
             fields = {kw.arg: kw.value for kw in call.keywords if kw.arg}

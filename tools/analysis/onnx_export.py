@@ -54,16 +54,18 @@ CUSTOM_TRANSLATIONS = {torch.ops.aten.adaptive_avg_pool2d.default: adaptive_avg_
                        torch.ops.aten._adaptive_avg_pool2d.default: adaptive_avg_pool2d_onnx}
 
 
-def export_onnx(model: nn.Module, path: str | Path, example_hw: tuple[int, int], patch_size: int = 16) -> None:
-    """Export ``model(images [B, 3, H, W])`` with B, H and W dynamic (H, W multiples of ``patch_size``).
+def export_onnx(model: nn.Module, path: str | Path, example_hw: tuple[int, int], size_multiple: int = 16) -> None:
+    """Export ``model(images [B, 3, H, W])`` with B, H and W dynamic (H, W multiples of ``size_multiple``: the
+    patch size, or the ``size_divisor`` of a backbone that needs more, e.g. 32 for ViT-Adapter).
 
     The example batch is 2: torch.export specializes dimensions of size 1.
     """
-    if example_hw[0] % patch_size or example_hw[1] % patch_size:
-        raise ValueError(f'example size {example_hw} must be a multiple of patch_size={patch_size}')
+    if example_hw[0] % size_multiple or example_hw[1] % size_multiple:
+        raise ValueError(f'example size {example_hw} must be a multiple of {size_multiple}')
     model.eval()
-    grid_h, grid_w = (torch.export.Dim(name, min=1, max=MAX_GRID) for name in ('grid_h', 'grid_w'))
-    dynamic = {0: torch.export.Dim('batch', min=1, max=1024), 2: patch_size * grid_h, 3: patch_size * grid_w}
+    max_steps = MAX_GRID * 16 // size_multiple
+    steps_h, steps_w = (torch.export.Dim(name, min=1, max=max_steps) for name in ('steps_h', 'steps_w'))
+    dynamic = {0: torch.export.Dim('batch', min=1, max=1024), 2: size_multiple * steps_h, 3: size_multiple * steps_w}
     example = torch.randn(2, 3, *example_hw)
     param_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     with torch.no_grad():

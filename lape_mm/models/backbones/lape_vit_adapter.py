@@ -40,6 +40,7 @@ class LaPEViTAdapter(LaPEViT):
     detection backbone) or stage i's to map i (``'stages'``, its segmentation backbone).
     """
 
+    size_divisor = ADAPTER_STRIDES[-1]  # H and W must be multiples of the coarsest output stride
     # Modules a plain ViT checkpoint lacks (they start fresh); an adapter checkpoint has them all.
     # With layer_scale, every block's ls1/ls2 join them (see __init__).
     extra_prefixes = ('spm.', 'interactions.', 'level_embed', 'up.', 'norm1.', 'norm2.', 'norm3.', 'norm4.')
@@ -131,9 +132,10 @@ class LaPEViTAdapter(LaPEViT):
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, 3, H, W]`` to ``[B, C, H/s, W/s]`` maps for s = 4, 8, 16, 32."""
         H, W = img.shape[-2:]
-        if H % 32 or W % 32:
-            raise ValueError(f'LaPEViTAdapter needs H and W that are multiples of 32, got {H}x{W}: pad the '
-                             f'input (pad_size_divisor=32 in mmdet, size_divisor=32 in mmseg)')
+        if H % self.size_divisor or W % self.size_divisor:
+            raise ValueError(f'LaPEViTAdapter needs H and W that are multiples of {self.size_divisor}, got {H}x{W}: '
+                             f'pad the input (pad_size_divisor={self.size_divisor} in mmdet, size_divisor='
+                             f'{self.size_divisor} in mmseg)')
         c1, *pyramid = self.spm(img)
         c = torch.cat([level + embed for level, embed in zip(pyramid, self.level_embed)], dim=1)
         x, hw = self.embed(img)

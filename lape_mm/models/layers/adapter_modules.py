@@ -24,24 +24,27 @@ class DeformInputs(NamedTuple):
     reference_points: torch.Tensor  # [1, Q, 1, 2]
     spatial_shapes: torch.Tensor  # [levels, 2] (h, w) of the attended maps
     level_start_index: torch.Tensor  # [levels]
+    shapes: tuple[tuple[int, int], ...]  # spatial_shapes as ints: symbolic sizes when exported, not tensor data
 
 
 def cell_centres(shapes: list[tuple[int, int]], device: torch.device) -> torch.Tensor:
     """Normalized (x, y) centres of every cell of each ``(h, w)`` grid, row-major, level after level:
     ``[1, sum(h*w), 1, 2]``, in fp32 as in the original."""
     centres = []
-    for h, w in shapes:
-        ys, xs = torch.meshgrid(torch.linspace(0.5, h - 0.5, h, device=device) / h,
-                                torch.linspace(0.5, w - 0.5, w, device=device) / w, indexing='ij')
+    for h, w in shapes:  # (arange + 0.5) is linspace(0.5, n - 0.5, n), and exports with a symbolic n
+        ys, xs = torch.meshgrid((torch.arange(h, device=device) + 0.5) / h,
+                                (torch.arange(w, device=device) + 0.5) / w, indexing='ij')
         centres.append(torch.stack([xs.reshape(-1), ys.reshape(-1)], -1))
     return torch.cat(centres)[None, :, None]
 
 
 def _deform_inputs(query_shapes: list[tuple[int, int]], feat_shapes: list[tuple[int, int]],
                    device: torch.device) -> DeformInputs:
-    spatial_shapes = torch.as_tensor(feat_shapes, dtype=torch.long, device=device)
+    # Stacked from scalars: torch.as_tensor would bake torch.export's symbolic sizes into a constant.
+    spatial_shapes = torch.stack([torch.stack([torch.scalar_tensor(n, dtype=torch.long, device=device) for n in hw])
+                                  for hw in feat_shapes])
     level_start_index = torch.cat([spatial_shapes.new_zeros(1), spatial_shapes.prod(1).cumsum(0)[:-1]])
-    return DeformInputs(cell_centres(query_shapes, device), spatial_shapes, level_start_index)
+    return DeformInputs(cell_centres(query_shapes, device), spatial_shapes, level_start_index, tuple(feat_shapes))
 
 
 def deform_inputs(hw: tuple[int, int], device: torch.device) -> tuple[DeformInputs, DeformInputs]:
@@ -125,7 +128,7 @@ class Injector(nn.Module):
 
     def forward(self, x: torch.Tensor, c: torch.Tensor, inputs: DeformInputs) -> torch.Tensor:
         return x + self.gamma * self.attn(self.query_norm(x), inputs.reference_points, self.feat_norm(c),
-                                          inputs.spatial_shapes, inputs.level_start_index)
+                                          inputs.spatial_shapes, inputs.level_start_index, inputs.shapes)
 
 
 class Extractor(nn.Module):
@@ -145,7 +148,7 @@ class Extractor(nn.Module):
 
     def forward(self, c: torch.Tensor, x: torch.Tensor, inputs: DeformInputs, hw: tuple[int, int]) -> torch.Tensor:
         c = c + self.attn(self.query_norm(c), inputs.reference_points, self.feat_norm(x),
-                          inputs.spatial_shapes, inputs.level_start_index)
+                          inputs.spatial_shapes, inputs.level_start_index, inputs.shapes)
         if self.with_cffn:
             c = c + self.drop_path(self.ffn(self.ffn_norm(c), hw))
         return c

@@ -7,21 +7,25 @@ that has neither, so only mmcv's sampling functions are reused here.
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn as nn
 
 
 def deformable_sampling(value: torch.Tensor, spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
-                        locations: torch.Tensor, weights: torch.Tensor, im2col_step: int = 64) -> torch.Tensor:
+                        locations: torch.Tensor, weights: torch.Tensor, im2col_step: int = 64,
+                        shapes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
     """Attention-weighted bilinear samples of ``value`` ``[B, S, heads, d]`` at ``locations``
     ``[B, Q, heads, levels, points, 2]`` (x, y in [0, 1]) with ``weights`` ``[B, Q, heads, levels,
     points]``: ``[B, Q, heads * d]``.
 
     Runs in fp32 (or wider) with autocast off, as ViT-Adapter's CUDA op does under amp: bilinear
     weights and the sum over levels x points lose too much in bf16/fp16. CUDA uses mmcv's compiled
-    kernel, other devices its PyTorch (grid_sample) version. Imported here, not with the module: mmcv
-    without compiled ops (mmcv-lite) cannot load that module, and LaPEViT alone needs no ops.
+    kernel, other devices its PyTorch (grid_sample) version, which splits and reshapes by ``shapes`` (the
+    ``spatial_shapes`` as ints) when given: torch.export then keeps the sizes symbolic instead of reading
+    them out of a tensor. mmcv is imported here, not with the module: mmcv without compiled ops
+    (mmcv-lite) cannot load that module, and LaPEViT alone needs no ops.
     """
     from mmcv.ops.multi_scale_deform_attn import MultiScaleDeformableAttnFunction, multi_scale_deformable_attn_pytorch
     dtype = torch.promote_types(value.dtype, torch.float32)
@@ -30,7 +34,8 @@ def deformable_sampling(value: torch.Tensor, spatial_shapes: torch.Tensor, level
         if value.is_cuda:
             return MultiScaleDeformableAttnFunction.apply(value, spatial_shapes, level_start_index, locations,
                                                           weights, im2col_step)
-        return multi_scale_deformable_attn_pytorch(value, spatial_shapes, locations, weights)
+        return multi_scale_deformable_attn_pytorch(value, spatial_shapes if shapes is None else shapes, locations,
+                                                   weights)
 
 
 class MSDeformAttn(nn.Module):
@@ -70,10 +75,12 @@ class MSDeformAttn(nn.Module):
         nn.init.xavier_uniform_(self.output_proj.weight)
 
     def forward(self, query: torch.Tensor, reference_points: torch.Tensor, feat: torch.Tensor,
-                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor) -> torch.Tensor:
+                spatial_shapes: torch.Tensor, level_start_index: torch.Tensor,
+                shapes: Sequence[tuple[int, int]] | None = None) -> torch.Tensor:
         """``query`` ``[B, Q, C]``; ``reference_points`` ``[1 or B, Q, 1 or levels, 2]`` (x, y in [0, 1]);
         ``feat`` ``[B, S, C]``: the ``spatial_shapes`` ``[levels, 2]`` (h, w) maps flattened and
-        concatenated, level l starting at ``level_start_index[l]``. Returns ``[B, Q, C]``."""
+        concatenated, level l starting at ``level_start_index[l]`` (``shapes``: see :func:`deformable_sampling`).
+        Returns ``[B, Q, C]``."""
         B, Q, _ = query.shape
         value = self.value_proj(feat).view(B, feat.shape[1], self.num_heads, -1)
         offsets = self.sampling_offsets(query).view(B, Q, self.num_heads, self.num_levels, self.num_points, 2)
@@ -81,5 +88,6 @@ class MSDeformAttn(nn.Module):
         weights = weights.softmax(-1).view(B, Q, self.num_heads, self.num_levels, self.num_points)
         # Offsets are in cells of each level: divide by that level's (w, h).
         locations = reference_points[:, :, None, :, None, :] + offsets / spatial_shapes.flip(-1)[:, None, :]
-        out = deformable_sampling(value, spatial_shapes, level_start_index, locations, weights, self.im2col_step)
+        out = deformable_sampling(value, spatial_shapes, level_start_index, locations, weights, self.im2col_step,
+                                  shapes)
         return self.output_proj(out.to(value.dtype))
