@@ -8,6 +8,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
 from tools.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
                           dump_det_results, load_config, parse_runner_args)
+from tools.cli import run_main  # noqa: E402
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
     configure_test_outputs(cfg, args.show_dir, args.out)
-    check_data(cfg, ('test_dataloader',))
+    check_data(cfg, ('test_dataloader',), args.check_all_files)
     runner = build_runner(cfg, strict_load=True)  # metrics of weights never loaded would mean nothing
     if args.out and cfg.get('default_scope') == 'mmdet':
         dump_det_results(runner, args.out)
@@ -31,4 +32,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)
