@@ -265,7 +265,7 @@ def test_convert_tool_names_a_bad_file(tmp_path):
     bad.write_bytes(b'')
     proc = subprocess.run([sys.executable, 'tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth')],
                           cwd=os.path.dirname(os.path.dirname(__file__)), capture_output=True, text=True)
-    assert proc.returncode == 1 and 'convert_checkpoint:' in proc.stderr and 'Traceback' not in proc.stderr
+    assert proc.returncode == 2 and 'convert_checkpoint.py: error:' in proc.stderr and 'Traceback' not in proc.stderr
 
 
 def test_init_cfg_reads_through_mmengine_checkpoint_loader(tmp_path, monkeypatch):
