@@ -66,8 +66,9 @@ def _set_first(key, value):
 @pytest.mark.parametrize('edit, message', [
     (_set_first('category_id', 2), r'annotation \d+ in .*instances_val2017\.json has category_id 2, which is not in '
                                    r'"categories" \(ids \[1, 3, 16, 18\]\)'),
-    (_set_first('bbox', [1000.0, 10.0, 40.0, 20.0]), r'annotation \d+ in .*instances_val2017\.json has box '
-                                                     r'\[x, y, w, h\] = \[1000\.0, .* outside its image 000000000004\.jpg'),
+    (_set_first('bbox', [1000.0, 10.0, 40.0, 20.0]),
+     r'annotation \d+ in .*instances_val2017\.json has box \[x, y, w, h\] = \[1000\.0, .* outside its image '
+     r'000000000004\.jpg'),
     (_set_first('bbox', [-5.0, 10.0, 40.0, 20.0]), 'outside its image'),
     (lambda coco: coco.update(annotations=[]), r'instances_val2017\.json has no annotations'),
     (lambda coco: coco.pop('annotations'), r'instances_val2017\.json has no annotations'),
@@ -86,7 +87,8 @@ def test_a_truncated_coco_json_is_named(tiny_coco, tmp_path):
     dataset = _coco_copy(tiny_coco, tmp_path, lambda coco: None)
     ann_file = tmp_path / 'coco/annotations/instances_val2017.json'
     ann_file.write_bytes(ann_file.read_bytes()[:200])
-    with pytest.raises(DatasetError, match=rf'annotation file {re.escape(str(ann_file))} is not valid JSON .*truncated'):
+    with pytest.raises(DatasetError, match=rf'annotation file {re.escape(str(ann_file))} is not valid JSON .*'
+                                           r'truncated'):
         check_coco_dataset(dataset)
 
 

@@ -115,6 +115,7 @@ def test_reproduce_quick_writes_to_a_work_dir(monkeypatch, capsys, tmp_path):
     monkeypatch.chdir(tmp_path)
     assert run_tool_here(monkeypatch, capsys, 'reproduce', '--quick')[0] == 0
     assert written == ['work_dirs/reproduce_quick']
-    code, err = run_tool_here(monkeypatch, capsys, 'reproduce', '--quick', '--out', str(ROOT / 'docs/figures/reproduction'))
+    results = str(ROOT / 'docs/figures/reproduction')
+    code, err = run_tool_here(monkeypatch, capsys, 'reproduce', '--quick', '--out', results)
     assert_one_line_usage_error(code, err, '--quick would replace the committed results')
     assert written == ['work_dirs/reproduce_quick']

@@ -84,7 +84,8 @@ def _adapter_seg_options(root) -> dict:
 
 # config name -> (the data it trains on, its options); every config on a tiny data set, _add twins too.
 FAMILIES = {
-    'upernet_lape_vit_t_tiny-ade': ('ade', lambda root: _seg_options(root, **{'model.backbone.out_indices': [0, 1, 2, 3]})),
+    'upernet_lape_vit_t_tiny-ade': ('ade', lambda root: _seg_options(root,
+                                                                     **{'model.backbone.out_indices': [0, 1, 2, 3]})),
     'upernet_lape_vit_adapter_t_tiny-ade': ('ade', _adapter_seg_options),
     'segmenter_lape_vit_t_mask_tiny-ade': ('ade', _seg_options),
     'mask_rcnn_lape_vit_t_simplefpn_tiny-coco': ('coco', _det_options),
