@@ -1,12 +1,17 @@
 """Catch broken datasets before a run starts, with errors that say what is wrong and where.
 
 mmseg and mmdet fail only once a bad sample is loaded, often hours in (or never: a label above the class
-count silently trains a wrong class). These checks read the Runner's dataset configs and fail fast."""
+count silently trains a wrong class, a label map of another size than its image trains on misaligned
+labels, a COCO box outside its image is dropped). These checks read the Runner's dataset configs and
+fail fast. Listings, file sizes and COCO's json are checked whole; decoding images and label maps
+reads ``sample`` files evenly spread over the set (:data:`SAMPLED_FILES`; ``None`` reads all).
+"""
 import inspect
 import json
 from pathlib import Path
 
 import numpy as np
+from mmengine.logging import print_log
 from PIL import Image, UnidentifiedImageError
 
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
@@ -18,9 +23,17 @@ class DatasetError(ValueError):
     """A dataset that cannot be trained or evaluated on as configured."""
 
 
-def _spread(items: list, count: int = SAMPLED_FILES) -> list:
-    """Up to about ``count`` items evenly spread over ``items``."""
-    return items[::max(1, len(items) // count)]
+def _spread(items: list, count: int | None) -> list:
+    """At most ``count`` items evenly spread over ``items`` (first and last included); all for None."""
+    if count is None or len(items) <= count:
+        return list(items)
+    return [items[i] for i in sorted(set(np.linspace(0, len(items) - 1, count).round().astype(int)))]
+
+
+def _log_sample(what: str, read: int, total: int) -> None:
+    if read < total:
+        print_log(f'data check: decoded {read} of the {total} {what}, evenly spread (every file is checked '
+                  f'for being empty; --check-all-files decodes every one)', logger='current')
 
 
 def read_image(path: str | Path, what: str = 'image') -> Image.Image:
@@ -39,10 +52,17 @@ def read_image(path: str | Path, what: str = 'image') -> Image.Image:
     return image
 
 
-def check_images(paths: list[Path]) -> None:
-    """No image is empty (all checked), and a spread sample decodes."""
-    for path in [p for p in paths if p.stat().st_size == 0] + _spread(paths):
-        read_image(path)
+def check_not_empty(paths: list[Path], what: str = 'image') -> None:
+    """No file is empty: cheap enough for every file (a stat each)."""
+    for path in paths:
+        if path.stat().st_size == 0:
+            read_image(path, what)
+
+
+def check_images(paths: list[Path], sample: int | None = SAMPLED_FILES) -> list[Image.Image]:
+    """No image is empty (all checked), and ``sample`` of them, evenly spread, decode; returns those."""
+    check_not_empty(paths)
+    return [read_image(path) for path in _spread(paths, sample)]
 
 
 def dataset_defaults(dataset_type) -> dict:
@@ -57,9 +77,10 @@ def dataset_defaults(dataset_type) -> dict:
             for name, p in inspect.signature(klass.__init__).parameters.items() if p.default is not p.empty}
 
 
-def check_seg_dataset(dataset: dict, num_classes: int) -> None:
-    """Paths exist, images and annotations pair up, none is empty or unreadable, and labels fit
-    ``num_classes``; settings the config leaves out are the dataset class's defaults."""
+def check_seg_dataset(dataset: dict, num_classes: int, sample: int | None = SAMPLED_FILES) -> None:
+    """Paths exist, images and annotations pair up and none is empty; in ``sample`` pairs the files
+    decode, each label map is one channel of the image's size and its labels fit ``num_classes``.
+    Settings the config leaves out are the dataset class's defaults."""
     dataset = {**dataset_defaults(dataset.get('type')), **dataset}
     root, prefix = Path(dataset.get('data_root') or ''), dataset.get('data_prefix', {})
     img_dir, ann_dir = root / prefix.get('img_path', ''), root / prefix.get('seg_map_path', '')
@@ -78,35 +99,85 @@ def check_seg_dataset(dataset: dict, num_classes: int) -> None:
                            f'{len(no_label)} images lack a {seg_suffix} map (e.g. {no_label[:3]}), '
                            f'{len(no_image)} maps lack an image (e.g. {no_image[:3]})')
     names = sorted(labels)
-    check_images([images[name] for name in names])
+    check_not_empty([images[name] for name in names])
+    check_not_empty([labels[name] for name in names], 'label map')
     # reduce_zero_label: 0 (and 255) ignore, 1..num_classes are classes; else 0..num_classes-1, 255 ignore
     reduce_zero = bool(dataset.get('reduce_zero_label', False))
     convention = (f'valid 1..{num_classes} with 0 and 255 = ignore, since reduce_zero_label=True' if reduce_zero
                   else f'valid 0..{num_classes - 1} with 255 = ignore, since reduce_zero_label=False')
-    for name in _spread(names):
-        values = np.unique(np.asarray(read_image(labels[name], 'label map')))
+    checked = _spread(names, sample)
+    _log_sample(f'image/label pairs in {img_dir}', len(checked), len(names))
+    for name in checked:
+        image, label = read_image(images[name]), read_image(labels[name], 'label map')
+        if len(label.getbands()) != 1:
+            raise DatasetError(f'label map {labels[name]} is a {label.mode} image, but label maps hold one class id '
+                               f'per pixel (mode L or P, as ADE20K\'s): convert the colours to class ids')
+        if label.size != image.size:
+            raise DatasetError(f'label map {labels[name]} is {label.size[0]}x{label.size[1]} but its image '
+                               f'{images[name]} is {image.size[0]}x{image.size[1]}: the labels would not line up '
+                               f'with the pixels; pair each image with its own map')
+        values = np.unique(np.asarray(label))
         bad = values[(values > (num_classes if reduce_zero else num_classes - 1)) & (values != 255)]
         if bad.size:
             raise DatasetError(f'{labels[name]} has label values {bad.tolist()} above the {num_classes} classes '
                                f'the model predicts ({convention}); fix the map, num_classes or reduce_zero_label')
 
 
-def check_coco_dataset(dataset: dict) -> None:
-    """The annotation file exists and parses, and its images are in the image folder."""
-    root = Path(dataset.get('data_root') or '')
-    ann_file, img_dir = root / dataset.get('ann_file', ''), root / dataset.get('data_prefix', {}).get('img', '')
+def read_coco_json(ann_file: Path) -> dict:
+    """A COCO annotation file's content, or :class:`DatasetError` naming it."""
     if not ann_file.is_file():
         raise DatasetError(f'annotation file {ann_file} does not exist; put COCO there (see README '
                            f'"Datasets") or set data_root / ann_file in the config')
+    try:
+        coco = json.loads(ann_file.read_bytes())
+    except (ValueError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise DatasetError(f'annotation file {ann_file} is not valid JSON ({err}); it may be truncated: '
+                           f'download or write it again') from None
+    if not isinstance(coco, dict) or not isinstance(coco.get('images'), list):
+        raise DatasetError(f'annotation file {ann_file} is not a COCO annotation file (no "images" list)')
+    return coco
+
+
+def check_coco_annotations(coco: dict, ann_file: Path, labelled: bool = True) -> None:
+    """Every annotation names a listed image and a listed category, and its box lies in its image (to
+    a pixel); with ``labelled`` (training, validation) there must be annotations at all."""
+    annotations = coco.get('annotations')
+    if not annotations:
+        if labelled:
+            raise DatasetError(f'{ann_file} has no annotations: training and evaluation need them; point ann_file '
+                               f'at the instances_*.json file of the split')
+        return
+    images = {im['id']: im for im in coco['images']}
+    categories = {cat['id'] for cat in coco.get('categories', [])}
+    for ann in annotations:
+        what = f'annotation {ann.get("id")} in {ann_file}'
+        if (image := images.get(ann.get('image_id'))) is None:
+            raise DatasetError(f'{what} is of image_id {ann.get("image_id")}, which "images" does not list')
+        if ann.get('category_id') not in categories:
+            raise DatasetError(f'{what} has category_id {ann.get("category_id")}, which is not in "categories" '
+                               f'(ids {sorted(categories)}); fix the id or add the category')
+        x, y, w, h = ann.get('bbox') or (0, 0, 0, 0)
+        if x < -1 or y < -1 or x + w > image['width'] + 1 or y + h > image['height'] + 1:
+            raise DatasetError(f'{what} has box [x, y, w, h] = {ann["bbox"]} outside its image {image["file_name"]} '
+                               f'({image["width"]}x{image["height"]}); clip the box or fix the image size')
+
+
+def check_coco_dataset(dataset: dict, sample: int | None = SAMPLED_FILES, labelled: bool = True) -> None:
+    """The annotation file parses and its annotations are consistent (:func:`check_coco_annotations`),
+    its images are in the image folder, none is empty and ``sample`` of them decode."""
+    root = Path(dataset.get('data_root') or '')
+    ann_file, img_dir = root / dataset.get('ann_file', ''), root / dataset.get('data_prefix', {}).get('img', '')
+    coco = read_coco_json(ann_file)
+    check_coco_annotations(coco, ann_file, labelled)
     if not img_dir.is_dir():
         raise DatasetError(f'image folder {img_dir} does not exist')
-    listed = [img_dir / im['file_name'] for im in json.loads(ann_file.read_text()).get('images', [])]
+    listed = [img_dir / im['file_name'] for im in coco['images']]
     if missing := [str(p) for p in listed if not p.is_file()]:
         raise DatasetError(f'{len(missing)} images listed in {ann_file} are not in {img_dir} (e.g. {missing[:3]})')
-    check_images(listed)
+    _log_sample(f'images of {ann_file}', len(check_images(listed, sample)), len(listed))
 
 
-def check_classification_dataset(dataset: dict) -> None:
+def check_classification_dataset(dataset: dict, sample: int | None = SAMPLED_FILES) -> None:
     """mmpretrain's ImageNet / CustomDataset: the image folder (and list file, if any) exist and hold
     readable images."""
     root = Path(dataset.get('data_root') or '')
@@ -122,19 +193,21 @@ def check_classification_dataset(dataset: dict) -> None:
     images = sorted(p for p in folder.rglob('*') if p.suffix.lower() in IMAGE_SUFFIXES)
     if not images:
         raise DatasetError(f'no images in {folder}; expected {folder}/CLASS/*.JPEG')
-    check_images(images)
+    _log_sample(f'images in {folder}', len(check_images(images, sample)), len(images))
 
 
-def check_dataset_cfg(dataset: dict, num_classes: int | None) -> None:
-    """Dispatch on the dataset config's shape; wrappers (Repeat/Concat) are checked inside."""
+def check_dataset_cfg(dataset: dict, num_classes: int | None, sample: int | None = SAMPLED_FILES,
+                      labelled: bool = True) -> None:
+    """Dispatch on the dataset config's shape; wrappers (Repeat/Concat) are checked inside. ``sample``:
+    how many files to decode (None: all); ``labelled``: COCO needs annotations (not for a test-dev list)."""
     if 'dataset' in dataset or 'datasets' in dataset:
         for sub in [dataset['dataset']] if 'dataset' in dataset else dataset['datasets']:
-            check_dataset_cfg(sub, num_classes)
+            check_dataset_cfg(sub, num_classes, sample, labelled)
         return
     prefix = dataset.get('data_prefix', {})
     if isinstance(prefix, dict) and 'seg_map_path' in prefix and num_classes:
-        check_seg_dataset(dataset, num_classes)
+        check_seg_dataset(dataset, num_classes, sample)
     elif str(dataset.get('ann_file', '')).endswith('.json'):
-        check_coco_dataset(dataset)
+        check_coco_dataset(dataset, sample, labelled)
     elif str(dataset.get('type', '')).split('.')[-1] in CLASSIFICATION_TYPES:
-        check_classification_dataset(dataset)
+        check_classification_dataset(dataset, sample)

@@ -297,12 +297,14 @@ def test_uninferable_grid_is_refused(tmp_path):
         load_pretrained(LaPEViT(**tiny_vit_kwargs(img_size=(64, 96))), path)
 
 
-def test_convert_tool_names_a_bad_file(tmp_path):
-    """One line naming the file and the problem (``sys.exit(message)``: exit code 1, no traceback)."""
+def test_convert_tool_names_a_bad_file(tmp_path, capsys):
+    """One line naming the file and the problem (tools/cli.py: exit code 2, no traceback)."""
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'')
-    with pytest.raises(SystemExit, match=rf'^convert_checkpoint: .*{re.escape(str(bad))}.*empty'):
+    with pytest.raises(SystemExit) as exit_:
         run_main('tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth'))
+    assert exit_.value.code == 2
+    assert re.fullmatch(rf'convert_checkpoint\.py: error: .*{re.escape(str(bad))}.*empty.*\n', capsys.readouterr().err)
     assert not (tmp_path / 'out.pth').exists()
 
 

@@ -297,7 +297,7 @@ def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
 def _seg_dataset(root: Path, labels: list[int], **settings) -> dict:
     for folder in ('img', 'ann'):
         (root / folder).mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.zeros((4, 4, 3), np.uint8)).save(root / 'img' / 'a.jpg')
+    Image.fromarray(np.zeros((1, len(labels), 3), np.uint8)).save(root / 'img' / 'a.jpg')  # the map's size
     Image.fromarray(np.array(labels, np.uint8).reshape(1, -1)).save(root / 'ann' / 'a.png')
     return dict(data_root=str(root), data_prefix=dict(img_path='img', seg_map_path='ann'), **settings)
 

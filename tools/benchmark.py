@@ -28,6 +28,7 @@ from tools.analysis.benchmark import AMP_DTYPES, BenchmarkResult, BenchmarkSetti
 from tools.analysis.benchmark_models import BACKBONES  # noqa: E402
 from tools.analysis.benchmark_report import ratio_lines, write_report  # noqa: E402
 from lape_mm.models.backbones import ARCH_ZOO  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 SEGMENTORS = {
     'upernet-lape': os.path.join(ROOT, 'configs/upernet_lape_vit_b.py'),
@@ -90,4 +91,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

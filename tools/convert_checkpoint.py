@@ -23,6 +23,7 @@ import torch  # noqa: E402
 
 from lape_mm.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 from lape_mm.models.layers import build_fixed_pos_embed, infer_grid, resize_pos_embed  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 SAFETENSORS_SUFFIX = '.safetensors'
 
@@ -81,17 +82,23 @@ def main() -> None:
     parser.add_argument('src')
     parser.add_argument('dst')
     parser.add_argument('--prefix', help="keep only keys under this prefix, e.g. 'backbone.'")
-    parser.add_argument('--img-size', type=int, nargs='+', help='resize the PE to this image size (H [W])')
-    parser.add_argument('--patch-size', type=int, default=16)
+    parser.add_argument('--img-size', type=int, nargs='+',
+                        help='resize the PE to this image size (H [W], multiples of the patch size)')
+    parser.add_argument('--patch-size', type=int, help='the model\'s patch size, for --img-size (default 16)')
     parser.add_argument('--to', choices=('lape_mm', 'authors'), default='lape_mm',
                         help="output layout: lape_mm's (default) or the LaPE authors' DeiT fork")
     args = parser.parse_args()
-    try:
-        fmt = convert(args.src, args.dst, args.prefix, args.img_size, args.patch_size, args.to)
-    except CheckpointError as err:
-        sys.exit(f'convert_checkpoint: {err}')
+    if args.patch_size is not None and not args.img_size:
+        parser.error('--patch-size only sets the PE grid of --img-size; give --img-size too, or drop it')
+    patch_size = 16 if args.patch_size is None else args.patch_size
+    if patch_size < 1:
+        parser.error(f'--patch-size must be positive, got {patch_size}')
+    if args.img_size and (len(args.img_size) > 2 or any(s < 1 or s % patch_size for s in args.img_size)):
+        parser.error(f'--img-size takes H [W], positive multiples of the patch size {patch_size} (LaPEViT refuses '
+                     f'other sizes), got {args.img_size}')
+    fmt = convert(args.src, args.dst, args.prefix, args.img_size, patch_size, args.to)
     print(f'{args.src} ({fmt}) -> {args.dst} ({args.to} layout)')
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -10,6 +10,7 @@ ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, ROOT)
 
 from tools.tiny_data import is_tiny_ade, make_tiny_ade  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 CONFIGS = {'lape': 'configs/upernet_lape_vit_t_tiny-ade_128x128.py',
            'add': 'configs/upernet_lape_vit_t_tiny-ade_128x128_add.py'}
@@ -18,6 +19,14 @@ CONFIGS = {'lape': 'configs/upernet_lape_vit_t_tiny-ade_128x128.py',
 def run(cmd: list[str]) -> None:
     print('$', ' '.join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True)
+
+
+def schedule_options(iters: int) -> list[str]:
+    """``--cfg-options`` for ``iters`` training iterations: the config's warm-up takes the first tenth
+    (its 30 of 300), and its decay the rest."""
+    warmup = max(1, iters // 10)
+    return [f'train_cfg.max_iters={iters}', f'train_cfg.val_interval={iters}', f'param_scheduler.0.end={warmup}',
+            f'param_scheduler.1.begin={warmup}', f'param_scheduler.1.end={iters}']
 
 
 def evaluate(config: str, work_dir: str) -> dict:
@@ -33,8 +42,11 @@ def evaluate(config: str, work_dir: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument('--joins', nargs='+', default=['lape'], choices=sorted(CONFIGS))
-    parser.add_argument('--iters', type=int, default=300, help='training iterations')
+    parser.add_argument('--iters', type=int, default=300,
+                        help='training iterations (at least 2); the first tenth warms the learning rate up')
     args = parser.parse_args()
+    if args.iters < 2:
+        parser.error(f'--iters must be at least 2 (a warm-up iteration, then the decay), got {args.iters}')
     data = os.path.join(ROOT, 'data/tiny_ade')
     if not is_tiny_ade(os.path.join(data, 'ADEChallengeData2016')):
         print(f'making the tiny dataset in {data}', flush=True)
@@ -44,8 +56,7 @@ def main() -> None:
         work_dir = os.path.join(ROOT, 'work_dirs', f'demo_{join}')
         start = time.time()
         run([sys.executable, 'tools/train.py', CONFIGS[join], '--work-dir', work_dir, '--cfg-options',
-             f'train_cfg.max_iters={args.iters}', f'train_cfg.val_interval={args.iters}',
-             f'param_scheduler.1.end={args.iters}'])
+             *schedule_options(args.iters)])
         metrics = evaluate(CONFIGS[join], work_dir)
         results[join] = (metrics['mIoU'], time.time() - start, work_dir)
     print('\n=== lape_mm demo: UPerNet + ViT-T on tiny ADE20K (CPU) ===')
@@ -54,4 +65,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -23,6 +23,7 @@ from tools.analysis.flops import TensorForward  # noqa: E402
 from tools.analysis.onnx_export import export_onnx, onnx_max_error  # noqa: E402
 from tools.launch import load_config  # noqa: E402
 from lape_mm.models.backbones import load_pretrained  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 
 def main() -> None:
@@ -89,4 +90,4 @@ def export_checked(model, out: str, example: tuple[int, int], multiple: int, siz
         shutil.rmtree(staging, ignore_errors=True)
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -12,19 +12,18 @@ import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
-from mmengine.config import DictAction  # noqa: E402
-
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
 from tools.analysis.build import build_model  # noqa: E402
 from tools.analysis.flops import model_complexity  # noqa: E402
-from tools.launch import load_config  # noqa: E402
+from tools.launch import CfgOptionsAction, load_config  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('config')
     parser.add_argument('--shape', type=int, nargs='+', default=[512, 512], help='input size: H [W]')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction, help='override config keys')
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction, help='override config keys')
     args = parser.parse_args()
     if len(args.shape) > 2:
         sys.exit(f'--shape takes H or H W, got {len(args.shape)} numbers')
@@ -38,4 +37,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -1,7 +1,9 @@
 """Segment or detect one image: tools/infer.py CONFIG CHECKPOINT IMAGE [--out FILE] [--device cpu].
 
-A segmentation config writes a colour-coded mask (pixel values = class ids), a detection config
-(mmdet scope) the image with its detections drawn on it.
+A segmentation config writes a colour-coded mask: a .png keeps the class ids as pixel values (a
+palette PNG); .jpg and .webp hold the colours only (lossy), with no class ids to read back. A
+detection config (mmdet scope) writes the image with its detections drawn on it. The format follows
+--out's extension; the file is written whole or not at all, and never over the input image.
 """
 import argparse
 import os
@@ -11,8 +13,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import numpy as np  # noqa: E402
 
-from lape_mm.apis import detect_image, segment_image  # noqa: E402
+from lape_mm.apis import detect_image, output_format, segment_image  # noqa: E402
 from tools.launch import load_config  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 
 def segment(args: argparse.Namespace) -> None:
@@ -33,14 +36,19 @@ def main() -> None:
     parser.add_argument('config')
     parser.add_argument('checkpoint')
     parser.add_argument('image')
-    parser.add_argument('--out', help='output image (default: mask.png for segmentation, detections.jpg for detection)')
+    parser.add_argument('--out', help='output image, its format from the extension (default: mask.png for '
+                                      'segmentation, detections.jpg for detection); class ids only in a .png')
     parser.add_argument('--device', help="'cpu' or 'cuda' (default: cuda when available)")
     parser.add_argument('--score-thr', type=float, default=0.3, help='detection: lowest score drawn and counted')
     args = parser.parse_args()
     is_detector = load_config(args.config).get('default_scope') == 'mmdet'
     args.out = args.out or ('detections.jpg' if is_detector else 'mask.png')
+    try:
+        output_format(args.out, args.image)
+    except ValueError as err:
+        parser.error(f'--out: {err}')
     (detect if is_detector else segment)(args)
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -1,7 +1,9 @@
 """What tools/train.py and tools/test.py do to a config before mmengine's Runner takes it.
 
 The same config runs on 8 GPUs, on several nodes, and on a laptop CPU: without CUDA we switch
-the process group to gloo, SyncBN to BN and AMP to bf16 autocast, with a warning for each.
+the process group to gloo, SyncBN to BN and AMP to bf16 autocast, with a warning for each. A
+shortened schedule (``train_cfg.max_iters=20``) is checked against its LR/momentum schedulers here,
+before the Runner has spent minutes building the model and the data.
 """
 from __future__ import annotations
 
@@ -21,18 +23,31 @@ from mmengine.runner import Runner
 
 from lape_mm.checkpoint import local_path
 from lape_mm.engine import StrictCheckpointHook
+from lape_mm.models.arguments import ConfigError
 from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
                         remove_stale_temporaries)
 
 
+class CfgOptionsAction(DictAction):
+    """mmengine's ``--cfg-options`` parser, with an item lacking '=' a usage error instead of a traceback."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if bad := [item for item in values or () if '=' not in item]:
+            raise argparse.ArgumentError(self, f'{bad[0]!r} is not KEY=VALUE, e.g. train_cfg.max_iters=100')
+        super().__call__(parser, namespace, values, option_string)
+
+
 def add_runner_args(parser: argparse.ArgumentParser) -> None:
     """The arguments tools/train.py and tools/test.py share, named as in mmseg and mmdet."""
     parser.add_argument('--work-dir', help='where logs and checkpoints go (default ./work_dirs/CONFIG)')
-    parser.add_argument('--cfg-options', nargs='+', action=DictAction,
+    parser.add_argument('--cfg-options', nargs='+', action=CfgOptionsAction,
                         help='override config keys, e.g. train_cfg.max_iters=100')
     parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default='none')
     parser.add_argument('--local_rank', '--local-rank', type=int, default=0)
+    parser.add_argument('--check-all-files', action='store_true',
+                        help='before starting, decode every image and label map (default: an evenly spread '
+                             'sample of about 500; listings, empty files and COCO json are always checked whole)')
 
 
 def parse_runner_args(parser: argparse.ArgumentParser) -> argparse.Namespace:
@@ -65,6 +80,8 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
     """Make a GPU config run without CUDA: gloo, BN instead of SyncBN, CPU-friendly DDP."""
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
+    if (backend := cfg.env_cfg.dist_cfg.get('backend')) not in (None, 'gloo'):
+        _warn(f'no CUDA: the process group uses gloo instead of {backend}')
     cfg.env_cfg.dist_cfg.backend = 'gloo'
     if replaced := replace_sync_bn(cfg.model):
         _warn(f'no CUDA: replaced {replaced} SyncBN layer configs with BN (SyncBN needs CUDA)')
@@ -86,6 +103,8 @@ def enable_amp(cfg: Config, dtype: str | None = None) -> None:
         wrapper.type = 'AmpOptimWrapper'
         wrapper.loss_scale = 'dynamic'
     else:
+        if not torch.cuda.is_available():
+            _warn('no CUDA: --amp means bf16 autocast on the CPU (without loss scaling), not fp16')
         wrapper.type = 'AutocastOptimWrapper'
         wrapper.dtype = 'bfloat16'
 
@@ -126,8 +145,49 @@ def set_pretrained(cfg: Config, checkpoint: str) -> None:
     """``--pretrained``: the backbone starts from ``checkpoint``, whatever the config's ``init_cfg`` was
     (``--cfg-options model.backbone.init_cfg.checkpoint=...`` cannot set a key of an ``init_cfg=None``)."""
     if not isinstance(cfg.model.get('backbone'), dict):
-        raise ValueError('--pretrained sets model.backbone.init_cfg, but this config has no model.backbone')
+        raise ConfigError('--pretrained sets model.backbone.init_cfg, but this config has no model.backbone')
     cfg.model.backbone.init_cfg = ConfigDict(type='Pretrained', checkpoint=checkpoint)
+
+
+def schedule_length(cfg: Config) -> tuple[str, int]:
+    """``('max_iters', N)`` or ``('max_epochs', N)`` of ``train_cfg``; N must be positive (0 or -1
+    would train nothing and exit as if it had succeeded)."""
+    train_cfg = cfg.get('train_cfg') or {}
+    key = 'max_iters' if 'max_iters' in train_cfg else 'max_epochs'
+    length = train_cfg.get(key)
+    if not isinstance(length, int) or isinstance(length, bool) or length < 1:
+        raise ConfigError(f'train_cfg.{key} must be a positive integer, got {length!r}')
+    return key, length
+
+
+def fit_schedule(cfg: Config) -> None:
+    """Check ``param_scheduler`` against the run's length and leave out the phases it never reaches.
+
+    mmengine cuts every phase at the end of the run, except one that begins at or after it: its
+    ``end`` defaults to the run's length and mmengine refuses ``end <= begin`` ("end should be larger
+    than begin"), once model and data are built. So a 1-epoch run of a recipe with a 1-epoch warm-up
+    failed. Such a phase is left out with a warning (the run is the warm-up's first part, as
+    mmengine cuts any other phase); a phase the run reaches must end after it begins."""
+    key, length = schedule_length(cfg)
+    unit = key[len('max_'):-1]  # 'iter' or 'epoch'
+    schedulers = cfg.get('param_scheduler')
+    if not schedulers:
+        return
+    kept = []
+    for i, scheduler in enumerate(schedulers if isinstance(schedulers, (list, tuple)) else [schedulers]):
+        # Only phases counted in the run's own unit can be compared with its length.
+        same_unit = bool(scheduler.get('by_epoch', True)) == (unit == 'epoch')
+        begin, end = scheduler.get('begin', 0), scheduler.get('end', length if same_unit else float('inf'))
+        name = f"param_scheduler[{i}] ({scheduler.get('type')}, {unit if same_unit else 'step'}s {begin}..{end})"
+        if same_unit and begin >= length:
+            shorten = f'--cfg-options param_scheduler.{i - 1}.end=N param_scheduler.{i}.begin=N with N < {length}, '
+            _warn(f'train_cfg.{key}={length} ends the run before {name} begins, so it is left out; to run it, '
+                  f'end the warm-up earlier ({shorten if i else ""}or train longer)')
+            continue
+        if end <= begin:
+            raise ConfigError(f'{name} ends before it begins: give it an end after {begin}')
+        kept.append(scheduler)
+    cfg.param_scheduler = kept
 
 
 def build_runner(cfg: Config, strict_load: bool = False) -> Runner:
@@ -243,10 +303,10 @@ def missing_pretrained(node) -> list[str]:
     return missing
 
 
-def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
+def check_data(cfg: Config, loaders: tuple[str, ...], check_all_files: bool = False) -> None:
     """Fail before the Runner starts if a pretrained checkpoint is missing, or a dataset path,
-    file count or label value is wrong."""
-    from lape_mm.datasets import check_dataset_cfg
+    file, label value or annotation is wrong (decoding a sample of the files, or all of them)."""
+    from lape_mm.datasets import SAMPLED_FILES, check_dataset_cfg
     if 'train_dataloader' in loaders and (missing := missing_pretrained(cfg.model)):
         raise FileNotFoundError(
             f'pretrained checkpoint {missing[0]} does not exist: make one with configs/pretrain/ '
@@ -256,4 +316,5 @@ def check_data(cfg: Config, loaders: tuple[str, ...]) -> None:
     num_classes = decode_head.get('num_classes') if isinstance(decode_head, dict) else None
     for name in loaders:
         if cfg.get(name):
-            check_dataset_cfg(cfg[name].dataset, num_classes)
+            check_dataset_cfg(cfg[name].dataset, num_classes, None if check_all_files else SAMPLED_FILES,
+                              labelled=name != 'test_dataloader')

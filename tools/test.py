@@ -9,6 +9,7 @@ import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globa
 from lape_mm.checkpoint import local_path  # noqa: E402
 from tools.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
                           dump_det_results, is_local, load_config, parse_runner_args)
+from tools.cli import run_main  # noqa: E402
 
 
 def main() -> None:
@@ -24,7 +25,7 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
     configure_test_outputs(cfg, args.show_dir, args.out)
-    check_data(cfg, ('test_dataloader',))
+    check_data(cfg, ('test_dataloader',), args.check_all_files)
     runner = build_runner(cfg, strict_load=True)  # metrics of weights never loaded would mean nothing
     if args.out and cfg.get('default_scope') == 'mmdet':
         dump_det_results(runner, args.out)
@@ -32,4 +33,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

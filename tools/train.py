@@ -7,7 +7,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
 from tools.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
-                          configure_checkpoints, enable_amp, load_config, parse_runner_args, set_pretrained)
+                          configure_checkpoints, enable_amp, fit_schedule, load_config, parse_runner_args,
+                          set_pretrained)
+from tools.cli import run_main  # noqa: E402
 
 
 def main() -> None:
@@ -27,13 +29,14 @@ def main() -> None:
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     if args.pretrained:
         set_pretrained(cfg, args.pretrained)
+    fit_schedule(cfg)
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
     lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)
     configure_checkpoints(cfg, args.resume)
-    check_data(cfg, ('train_dataloader', 'val_dataloader'))
+    check_data(cfg, ('train_dataloader', 'val_dataloader'), args.check_all_files)
     build_runner(cfg, strict_load=args.resume is not None).train()
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -17,6 +17,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import lape_mm  # noqa: E402,F401  (registers LaPEViT)
 from tools.analysis.build import load_backbone  # noqa: E402
 from tools.analysis.pe_similarity import layer_pos_embeds, pe_caption, save_figures  # noqa: E402
+from tools.cli import run_main  # noqa: E402
 
 
 def main() -> None:
@@ -41,4 +42,4 @@ def main() -> None:
 
 
 if __name__ == '__main__':
-    main()
+    run_main(main)

@@ -16,6 +16,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .draw import jitter, textured_background
+from .folder import mark
 
 WALL, FLOOR = 1, 4
 OBJECT_COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40)]
@@ -52,6 +53,7 @@ def make_tiny_ade(out: str | Path, num_train: int = 200, num_val: int = 40, seed
                   sizes: tuple[int, ...] = (128, 160, 192)) -> Path:
     """Write the dataset under ``out/ADEChallengeData2016`` and return that folder."""
     root = Path(out) / 'ADEChallengeData2016'
+    mark(out, 'ade')
     rng = np.random.default_rng(seed)
     for split, count in (('training', num_train), ('validation', num_val)):
         (root / 'images' / split).mkdir(parents=True, exist_ok=True)

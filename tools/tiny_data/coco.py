@@ -15,6 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 from .draw import jitter, textured_background
+from .folder import mark
 
 OBJECT_COLOURS = [(220, 40, 40), (50, 80, 230)]
 # COCO (id, name) for each colour in the (top half, bottom half) of the image.
@@ -80,6 +81,7 @@ def make_tiny_coco(out: str | Path, num_train: int = 200, num_val: int = 40, see
                    sizes: tuple[int, ...] = (160, 192, 224, 256)) -> Path:
     """Write the dataset under ``out`` (mmdet's ``data/coco`` layout) and return ``out``."""
     root = Path(out)
+    mark(root, 'coco')
     rng = np.random.default_rng(seed)
     (root / 'annotations').mkdir(parents=True, exist_ok=True)
     image_id = ann_id = 0

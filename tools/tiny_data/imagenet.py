@@ -13,6 +13,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from .draw import jitter
+from .folder import mark
 
 COLOURS = [(220, 40, 40), (40, 200, 60), (50, 80, 230), (230, 200, 40), (200, 60, 220)]
 SHAPES = ('ellipse', 'rectangle')
@@ -42,6 +43,7 @@ def make_tiny_imagenet(out: str | Path, train_per_class: int = 20, val_per_class
     if not 1 <= num_classes <= NUM_CLASSES:
         raise ValueError(f'num_classes must be in 1..{NUM_CLASSES}, got {num_classes}')
     root = Path(out)
+    mark(root, 'imagenet')
     rng = np.random.default_rng(seed)
     for split, per_class in (('train', train_per_class), ('val', val_per_class)):
         for label, wnid in enumerate(class_names(num_classes)):

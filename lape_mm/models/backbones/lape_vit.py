@@ -8,9 +8,10 @@ import torch.utils.checkpoint as cp
 from mmcv.cnn import build_norm_layer
 from mmengine.model import BaseModule
 from mmengine.registry import MODELS
-from timm.layers import PatchEmbed, to_2tuple, trunc_normal_
+from timm.layers import PatchEmbed, trunc_normal_
 from torch.func import functional_call
 
+from ..arguments import ConfigError, check_fraction, check_indices, check_int, check_size
 from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed, resize_pos_embed
 from .checkpoint_fit import load_pretrained, pretrained_checkpoint
 
@@ -25,7 +26,7 @@ ARCH_ZOO = {
 
 def _choice(name: str, value, allowed: Sequence) -> None:
     if value not in allowed:
-        raise ValueError(f'unknown {name}={value!r}; choose one of {", ".join(map(repr, allowed))}')
+        raise ConfigError(f'unknown {name}={value!r}; choose one of {", ".join(map(repr, allowed))}')
 
 
 def check_image_size(img: torch.Tensor, in_channels: int, patch_size: int, pad_to_patch: bool) -> torch.Tensor:
@@ -58,8 +59,10 @@ class LaPEViT(BaseModule):
 
     The PE is stored for the ``img_size`` grid (cls slot first, as in DeiT) and bicubically resized
     to each input's grid. Returns one ``[B, C, H/p, W/p]`` map per ``out_indices`` entry (``[map,
-    cls_token]`` with ``output_cls_token``), like mmseg's ``VisionTransformer``. ``window_size > 0``
-    makes the blocks outside ``global_attn_indexes`` attend in windows (ViTDet; see :class:`LaPEBlock`).
+    cls_token]`` with ``output_cls_token``), like mmseg's ``VisionTransformer``: ``out_indices`` name
+    distinct blocks in increasing order (negative ones count from the end), so maps come shallow to
+    deep. ``window_size > 0`` makes the blocks outside ``global_attn_indexes`` attend in windows
+    (ViTDet; see :class:`LaPEBlock`).
     Inference under autocast reuses linear weights cast once (:class:`AutocastWeightCache`), unless
     ``autocast_weight_cache=False``."""
 
@@ -102,32 +105,38 @@ class LaPEViT(BaseModule):
         _choice('arch', arch, tuple(ARCH_ZOO))
         _choice('pe_join', pe_join, PE_JOINS)
         _choice('pe_type', pe_type, PE_TYPES)
+        self.img_size = check_size('img_size', img_size)
+        for name, value, low in (('patch_size', patch_size, 1), ('in_channels', in_channels, 1),
+                                 ('window_size', window_size, 0)):
+            check_int(name, value, low)
+        for name, value in (('drop_rate', drop_rate), ('attn_drop_rate', attn_drop_rate),
+                            ('drop_path_rate', drop_path_rate)):
+            check_fraction(name, value)
         if pe_join == 'unshare' and pe_type != 'learnable':
-            raise ValueError(f"pe_join='unshare' learns one PE per block and needs pe_type='learnable', "
-                             f'got pe_type={pe_type!r}')
+            raise ConfigError(f"pe_join='unshare' learns one PE per block and needs pe_type='learnable', "
+                              f'got pe_type={pe_type!r}')
         if output_cls_token and not with_cls_token:
-            raise ValueError('output_cls_token=True needs with_cls_token=True')
+            raise ConfigError('output_cls_token=True needs with_cls_token=True')
         if window_size and with_cls_token:
-            raise ValueError('window attention works on patch tokens only: set with_cls_token=False '
-                             'when window_size > 0')
-        self.img_size = to_2tuple(img_size)
+            raise ConfigError('window attention works on patch tokens only: set with_cls_token=False '
+                              'when window_size > 0')
         if self.img_size[0] % patch_size or self.img_size[1] % patch_size:
-            raise ValueError(f'img_size={self.img_size} is not a multiple of patch_size={patch_size}: the PE '
-                             f'grid would drop the remainder; use a multiple, e.g. '
-                             f'{tuple(s // patch_size * patch_size for s in self.img_size)}')
+            raise ConfigError(f'img_size={self.img_size} is not a multiple of patch_size={patch_size}: the PE '
+                              f'grid would drop the remainder; use a multiple, e.g. '
+                              f'{tuple(s // patch_size * patch_size for s in self.img_size)}')
         preset = ARCH_ZOO[arch]
-        self.embed_dims = embed_dims or preset['embed_dims']
-        self.num_layers = num_layers or preset['num_layers']
-        num_heads = num_heads or preset['num_heads']
+        self.embed_dims, self.num_layers, num_heads = (
+            preset[name] if value is None else check_int(name, value)
+            for name, value in (('embed_dims', embed_dims), ('num_layers', num_layers), ('num_heads', num_heads)))
         self.patch_size, self.in_channels = patch_size, in_channels
         self.patch_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.pe_join, self.pe_type = pe_join, pe_type
         self.with_cls_token, self.output_cls_token = with_cls_token, output_cls_token
         self.final_norm, self.with_cp = final_norm, with_cp
         self.pad_to_patch, self.frozen_stages = pad_to_patch, frozen_stages
-        self.out_indices = self._check_out_indices(out_indices)
+        self.out_indices = check_indices('out_indices', out_indices, self.num_layers)
         if bad := [i for i in global_attn_indexes if not 0 <= i < self.num_layers]:
-            raise ValueError(f'global_attn_indexes entry {bad[0]} is out of range for {self.num_layers} layers')
+            raise ConfigError(f'global_attn_indexes entry {bad[0]} is out of range for {self.num_layers} layers')
 
         self.norm_cfg = norm_cfg = norm_cfg or dict(type='LN', eps=1e-6)
         norm_layer = lambda dim: build_norm_layer(norm_cfg, dim)[1]  # noqa: E731
@@ -159,17 +168,9 @@ class LaPEViT(BaseModule):
             return init_cfg
         new = f"init_cfg=dict(type='Pretrained', checkpoint={pretrained!r})"
         if init_cfg is not None:
-            raise ValueError(f'give the checkpoint either as pretrained=... or as {new}, not both')
+            raise ConfigError(f'give the checkpoint either as pretrained=... or as {new}, not both')
         warnings.warn(f'pretrained=PATH is deprecated in OpenMMLab 2.x; use {new}', DeprecationWarning)
         return dict(type='Pretrained', checkpoint=pretrained)
-
-    def _check_out_indices(self, out_indices) -> tuple[int, ...]:
-        indices = (out_indices,) if isinstance(out_indices, int) else tuple(out_indices)
-        bad = [i for i in indices if not -self.num_layers <= i < self.num_layers]
-        if bad or not indices:
-            raise ValueError(f'out_indices {bad or indices} out of range: {self.num_layers} layers allow '
-                             f'0..{self.num_layers - 1} (or negative from the end)')
-        return tuple(i % self.num_layers for i in indices)
 
     def _build_pos_embed(self) -> None:
         """``pos_embed``: a Parameter (learnable), a persistent buffer (fixed tables) or None."""

@@ -13,6 +13,7 @@ from timm.layers import trunc_normal_
 
 from ..layers.adapter_modules import Injector, InteractionBlock, SpatialPriorModule, deform_inputs, split_pyramid
 from ..layers.ms_deform_attn import MSDeformAttn
+from ..arguments import ConfigError, check_int
 from .lape_vit import LaPEViT
 
 ADAPTER_STRIDES = (4, 8, 16, 32)
@@ -60,18 +61,21 @@ class LaPEViTAdapter(LaPEViT):
                  layer_scale: bool = False,
                  adapter_norm_cfg: dict | None = None,
                  **vit_kwargs):
+        for name, value in (('conv_inplane', conv_inplane), ('n_points', n_points),
+                            ('deform_num_heads', deform_num_heads)):
+            check_int(name, value)
         if vit_features not in VIT_FEATURES:
-            raise ValueError(f'unknown vit_features={vit_features!r}; choose one of {VIT_FEATURES}')
+            raise ConfigError(f'unknown vit_features={vit_features!r}; choose one of {VIT_FEATURES}')
         fixed = {'with_cls_token', 'output_cls_token', 'final_norm', 'out_indices', 'window_pad'} & set(vit_kwargs)
         if fixed:
-            raise ValueError(f'LaPEViTAdapter sets {sorted(fixed)} itself (patch tokens only, no final norm, '
-                             f'four pyramid outputs, zero-padded q/k/v windows): remove them from the config')
+            raise ConfigError(f'LaPEViTAdapter sets {sorted(fixed)} itself (patch tokens only, no final norm, '
+                              f'four pyramid outputs, zero-padded q/k/v windows): remove them from the config')
         super().__init__(with_cls_token=False, final_norm=False, window_pad='qkv',
                          layer_scale_init=1. if layer_scale else None, **vit_kwargs)
         self.interaction_indexes = self._check_stages(interaction_indexes)
         if add_vit_feature and vit_features == 'stages' and len(self.interaction_indexes) != len(ADAPTER_STRIDES):
-            raise ValueError(f"vit_features='stages' adds stage i's tokens to output i: it needs "
-                             f'{len(ADAPTER_STRIDES)} interaction_indexes, got {len(self.interaction_indexes)}')
+            raise ConfigError(f"vit_features='stages' adds stage i's tokens to output i: it needs "
+                              f'{len(ADAPTER_STRIDES)} interaction_indexes, got {len(self.interaction_indexes)}')
         self.add_vit_feature, self.vit_features = add_vit_feature, vit_features
         if layer_scale:
             self.extra_prefixes += tuple(f'blocks.{i}.ls{j}.' for i in range(self.num_layers) for j in (1, 2))
@@ -98,9 +102,9 @@ class LaPEViTAdapter(LaPEViT):
                 break
             expected_start = end + 1
         if not stages or expected_start != self.num_layers:
-            raise ValueError(f'interaction_indexes {[list(s) for s in stages]} must split blocks 0..'
-                             f'{self.num_layers - 1} into consecutive [first, last] stages, '
-                             f'e.g. [[0, 2], [3, 5], [6, 8], [9, 11]] for 12 blocks')
+            raise ConfigError(f'interaction_indexes {[list(s) for s in stages]} must split blocks 0..'
+                              f'{self.num_layers - 1} into consecutive [first, last] stages, '
+                              f'e.g. [[0, 2], [3, 5], [6, 8], [9, 11]] for 12 blocks')
         return stages
 
     def _init_params(self) -> None:
@@ -132,6 +136,8 @@ class LaPEViTAdapter(LaPEViT):
     def forward(self, img: torch.Tensor) -> tuple[torch.Tensor, ...]:
         """``[B, 3, H, W]`` to ``[B, C, H/s, W/s]`` maps for s = 4, 8, 16, 32."""
         H, W = img.shape[-2:]
+        if img.shape[0] == 0:
+            raise ValueError(f'LaPEViTAdapter got an empty batch {list(img.shape)}: pass at least one image')
         if H % self.size_divisor or W % self.size_divisor:
             raise ValueError(f'LaPEViTAdapter needs H and W that are multiples of {self.size_divisor}, got {H}x{W}: '
                              f'pad the input (pad_size_divisor={self.size_divisor} in mmdet, size_divisor='

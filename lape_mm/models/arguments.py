@@ -1,0 +1,57 @@
+"""Checks of the values a model is built from, so that a wrong one fails at construction, by name.
+
+Without them ``num_layers=0`` built 12 blocks (``0 or preset``), ``img_size=(64, 64, 64)`` was cut
+to its first two entries, ``out_indices='3'`` failed deep inside with a bare TypeError and
+``patch_size=0`` with a ZeroDivisionError.
+"""
+from __future__ import annotations
+
+from numbers import Real
+from typing import Sequence
+
+
+class ConfigError(ValueError):
+    """A model argument that cannot build the model it asks for (the tools print it as one line)."""
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def check_int(name: str, value, low: int = 1) -> int:
+    """``value`` if it is an int >= ``low``."""
+    if not _is_int(value) or value < low:
+        raise ConfigError(f'{name} must be an integer >= {low}, got {value!r}')
+    return value
+
+
+def check_fraction(name: str, value, high: float = 1.) -> float:
+    """``value`` if it is a number in ``[0, high)``."""
+    if not isinstance(value, Real) or isinstance(value, bool) or not 0 <= value < high:
+        raise ConfigError(f'{name} must be a number in [0, {high:g}), got {value!r}')
+    return float(value)
+
+
+def check_size(name: str, value) -> tuple[int, int]:
+    """An int ``S`` (for ``(S, S)``) or an ``(H, W)`` pair of positive ints, as a pair."""
+    pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, Sequence) else ()
+    if len(pair) != 2 or not all(_is_int(v) and v > 0 for v in pair):
+        raise ConfigError(f'{name} must be a positive int or an (H, W) pair of them, got {value!r}')
+    return pair
+
+
+def check_indices(name: str, value, length: int) -> tuple[int, ...]:
+    """Block indices (an int or a sequence; negative ones count from the end), distinct and in
+    increasing block order, as non-negative ints: the outputs come back in that order."""
+    indices = (value,) if _is_int(value) else tuple(value) if isinstance(value, Sequence) and not isinstance(
+        value, str) else None
+    if not indices or not all(_is_int(i) for i in indices):
+        raise ConfigError(f'{name} must be a block index or a sequence of them, got {value!r}')
+    if bad := [i for i in indices if not -length <= i < length]:
+        raise ConfigError(f'{name} {bad} out of range: {length} layers allow 0..{length - 1} '
+                          f'(or negative from the end)')
+    absolute = tuple(i % length for i in indices)
+    if any(a >= b for a, b in zip(absolute, absolute[1:])):
+        raise ConfigError(f'{name}={list(indices)} must name distinct blocks in increasing order (outputs come '
+                          f'in block order), e.g. {sorted(set(absolute))}')
+    return absolute

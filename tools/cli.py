@@ -1,0 +1,40 @@
+"""How every tool ends on a mistake its user made: one line naming it, exit code 2, no traceback.
+
+``--debug`` anywhere on a tool's command line shows the full traceback instead. Other errors (bugs,
+torch internals) keep their traceback. Written here because argparse only covers the command line
+itself, and mmengine's Runner lets every exception through.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+USAGE_ERROR = 2  # argparse's exit code for a bad command line
+# The mistakes a user makes, as (module, class): a bad checkpoint, dataset or model argument, a busy
+# work dir. Looked up only in modules already imported (a class never loaded was never raised), so
+# that tools which do not need lape_mm, such as the tiny data makers, do not import torch for this.
+_USER_ERRORS = (('lape_mm.checkpoint', 'CheckpointError'), ('lape_mm.datasets', 'DatasetError'),
+                ('lape_mm.models.arguments', 'ConfigError'), ('tools.work_dir', 'WorkDirBusyError'))
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """The user-error classes that can have been raised in this process, and a missing file or one in
+    the way (FileNotFoundError, FileExistsError)."""
+    return (FileNotFoundError, FileExistsError,
+            *(getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules))
+
+
+def run_main(main: Callable[[], object]) -> None:
+    """Run a tool's ``main()``; a :func:`user_errors` exception becomes one line on stderr and exit 2."""
+    debug = '--debug' in sys.argv[1:]
+    if debug:
+        sys.argv.remove('--debug')
+    try:
+        main()
+    except Exception as err:  # noqa: BLE001  (re-raised unless it is a user error)
+        if debug or not isinstance(err, user_errors()):
+            raise
+        message = ' '.join(str(err).split())  # key lists and mmengine messages span lines
+        print(f'{os.path.basename(sys.argv[0])}: error: {message} (--debug shows the traceback)', file=sys.stderr)
+        sys.exit(USAGE_ERROR)

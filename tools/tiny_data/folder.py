@@ -1,0 +1,37 @@
+"""Which folder a tiny data maker may write into: an empty one, or a tiny set of the same kind.
+
+Writing into any other folder would overwrite a user's files of the same names (a real ADE20K has
+exactly the tiny set's file names) and mix the rest into the new set. Each tiny set marks its folder
+(:data:`MARKER`), so that making it again replaces it.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+MARKER = '.lape_mm_tiny_dataset'  # holds the kind: 'ade', 'coco' or 'imagenet'
+
+
+def mark(out: str | Path, kind: str) -> None:
+    """Record that ``out`` holds a tiny set of ``kind`` (written first: a set cut short is still ours)."""
+    Path(out).mkdir(parents=True, exist_ok=True)
+    (Path(out) / MARKER).write_text(f'{kind}\n')
+
+
+def claim_folder(out: str | Path, kind: str, force: bool = False) -> None:
+    """Make ``out`` ready for a new tiny set of ``kind``: refuse (FileExistsError) a non-empty folder
+    that is not one, unless ``force``; empty the folder otherwise, so no earlier file remains."""
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise FileExistsError(f'{out} is a file, not a folder; give a folder for the tiny {kind} set')
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    found = (out / MARKER).read_text().strip() if (out / MARKER).is_file() else None
+    if found != kind and not force:
+        names = sorted(p.name for p in out.iterdir())[:3]
+        held = f'a tiny {found} set' if found else f'files that are not a tiny dataset (e.g. {names})'
+        raise FileExistsError(f'{out} is not empty: it holds {held}; a tiny {kind} set written there would overwrite '
+                              f'files of the same names and mix with the rest. Give an empty or new folder, or '
+                              f'--force to delete everything in {out} and replace it')
+    for path in out.iterdir():
+        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
