@@ -60,8 +60,13 @@ def test_fsdp_trains_resumes_and_one_process_evaluates_its_full_checkpoint(tmp_p
     root = make_tiny_ade(tmp_path / 'data', num_train=8, num_val=4, seed=1)
     whole, resumed, sharded_out, plain_out = (tmp_path / n for n in ('whole', 'resumed', 'sharded_png', 'plain_png'))
     out = _dist_train(whole, _options(root))
-    assert 'FSDP2: 8 units (LaPEBlock.pe_norm, LaPEBlock) + the root, sharded over 2 ranks' in out and "'backend': 'gloo'" in out
+    assert 'FSDP2: 8 units (LaPEBlock.pe_norm, LaPEBlock) + the root, sharded over 2 ranks' in out
+    assert "'backend': 'gloo'" in out
     assert not list(whole.glob('.tmp-*')), 'a checkpoint write was not atomic'
+    # A full state dict of plain tensors, read weights-only, shaped as the plain (non-FSDP) model.
+    expected = torch.load(whole / 'iter_4.pth', weights_only=True)
+    assert {k: v.shape for k, v in expected['state_dict'].items()} == _plain_model_shapes()
+    assert all(type(v) is torch.Tensor for v in expected['state_dict'].values())
 
     out = _dist_train(resumed, _options(root, **{'train_cfg.val_interval': 4, 'val_evaluator.output_dir': sharded_out,
                                                  'val_evaluator.keep_results': True}),
@@ -69,12 +74,8 @@ def test_fsdp_trains_resumes_and_one_process_evaluates_its_full_checkpoint(tmp_p
     assert 'resumed epoch: 0, iter: 2' in out
     sharded_miou = re.findall(r'mIoU: ([\d.]+)', out)[-1]
 
-    # The checkpoint is a full state dict of plain tensors, read weights-only, shaped as the plain model.
     checkpoint = torch.load(resumed / 'iter_4.pth', weights_only=True)
     weights = checkpoint['state_dict']
-    assert {k: v.shape for k, v in weights.items()} == _plain_model_shapes()
-    assert all(type(v) is torch.Tensor for v in weights.values())
-    expected = torch.load(whole / 'iter_4.pth', weights_only=True)
     for key, value in expected['state_dict'].items():  # resuming at 2 ends where the unbroken run ends
         torch.testing.assert_close(weights[key], value, atol=0, rtol=0, msg=key)
     assert checkpoint['optimizer']['state'].keys() == expected['optimizer']['state'].keys()
@@ -110,3 +111,12 @@ def test_sharded_memory_count_equals_a_real_step_and_fsdp_halves_it():
     for rank in fsdp:
         assert rank.optimizer == 2 * rank.params + adam_steps
         assert abs(rank.params / param_bytes - 0.5) < 0.02
+
+
+def test_strategy_refuses_a_model_without_the_named_units_and_fsdp1_options():
+    from lape_mm.engine import FSDP2Strategy
+    from lape_mm.engine.fsdp_strategy import shard_model
+    with pytest.raises(ValueError, match=r"no module \('LaPEBlock',\); set strategy.shard_modules"):
+        shard_model(torch.nn.Sequential(torch.nn.Linear(2, 2)), None, ('LaPEBlock',))
+    with pytest.raises(ValueError, match="'state_dict_cfg' is an option of mmengine's FSDPStrategy"):
+        FSDP2Strategy(state_dict_cfg='local')
