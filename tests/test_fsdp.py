@@ -97,8 +97,9 @@ def test_sharded_memory_count_equals_a_real_step_and_fsdp_halves_it():
     config holds the same bytes; DDP's equal the whole model's, each FSDP rank holds about half."""
     from mmseg.registry import MODELS
     from tools.analysis.sharded_memory import measure
-    counted, real = measure(FSDP, 2), measure(FSDP, 2, real=True)
-    assert counted == real
+    counted = measure(FSDP, 2, real_step=True)
+    for mode in ('ddp', 'fsdp'):
+        assert counted[mode] == counted[f'{mode} real step']
     init_default_scope('mmseg')
     cfg = Config.fromfile(ROOT / FSDP)
     params = list(MODELS.build(cfg.model).parameters())

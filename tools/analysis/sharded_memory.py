@@ -7,7 +7,7 @@ config's ``strategy.shard_modules`` through :func:`lape_mm.engine.fsdp_strategy.
 DDP: every rank a whole replica), gives every trainable parameter a gradient of that layout
 (FSDP2's reduce-scatter leaves DTensor gradients sharded like their parameters, DDP full ones),
 runs one step of the config's optimizer (its constructor and param groups) to create its states,
-and adds up the bytes of its local tensors. ``real=True`` instead runs a real forward, backward
+and adds up the bytes of its local tensors. ``real_step=True`` also runs a real forward, backward
 and step on real tensors (small configs): the test checks both give the same bytes.
 
 Not counted: activations, FSDP's transient all-gather buffers, and DDP's gradient buckets (by
@@ -108,14 +108,17 @@ def _count(cfg, mode: str, world_size: int, real: bool, size: tuple[int, int]) -
     return state_bytes(dist.get_rank(), model, optimizer)
 
 
-def _measure_rank(rank: int, world_size: int, port: int, config: str, real: bool, size: tuple[int, int],
+def _measure_rank(rank: int, world_size: int, port: int, config: str, real_step: bool, size: tuple[int, int],
                   results) -> None:
     torch.set_num_threads(1)
     dist.init_process_group('gloo', init_method=f'tcp://127.0.0.1:{port}', rank=rank, world_size=world_size)
     try:
         cfg = load_config(config, {'model.pretrained': None, 'model.backbone.init_cfg': None,
                                    'model.backbone.drop_path_rate': 0.0})
-        results.put({mode: asdict(_count(cfg, mode, world_size, real, size)) for mode in MODES})
+        counts = {mode: asdict(_count(cfg, mode, world_size, False, size)) for mode in MODES}
+        if real_step:
+            counts.update({f'{mode} real step': asdict(_count(cfg, mode, world_size, True, size)) for mode in MODES})
+        results.put(counts)
     finally:
         dist.destroy_process_group()
 
@@ -126,15 +129,17 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def measure(config: str, world_size: int = 2, real: bool = False,
+def measure(config: str, world_size: int = 2, real_step: bool = False,
             size: tuple[int, int] = (64, 64)) -> dict[str, list[StateBytes]]:
     """Bytes per mode ('ddp', 'fsdp') and rank of ``config``'s model trained on ``world_size`` CPU
-    processes; ``size`` is the image size of a ``real`` step."""
+    processes. ``real_step`` adds 'ddp real step' and 'fsdp real step', from a real step on
+    ``size`` images (small configs)."""
     os.environ.setdefault('OMP_NUM_THREADS', '1')
     results = mp.get_context('spawn').SimpleQueue()
-    mp.spawn(_measure_rank, args=(world_size, _free_port(), config, real, tuple(size), results), nprocs=world_size)
+    mp.spawn(_measure_rank, args=(world_size, _free_port(), config, real_step, tuple(size), results),
+             nprocs=world_size)
     per_rank = [results.get() for _ in range(world_size)]
-    return {mode: sorted((StateBytes(**r[mode]) for r in per_rank), key=lambda r: r.rank) for mode in MODES}
+    return {key: sorted((StateBytes(**r[key]) for r in per_rank), key=lambda r: r.rank) for key in per_rank[0]}
 
 
 def report(config: str, rows: dict[str, list[StateBytes]]) -> str:
