@@ -94,6 +94,21 @@ def test_fsdp_trains_resumes_and_one_process_evaluates_its_full_checkpoint(tmp_p
         assert (plain_out / name).read_bytes() == (sharded_out / name).read_bytes(), name
 
 
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')
+def test_fsdp_on_a_gpu_takes_mmengines_nccl_path(tmp_path):
+    """One GPU, one rank: mmengine initialises NCCL and the strategy shards over a CUDA mesh, in bf16
+    autocast as the ViT-L config (never run on the CPU machine this was written on)."""
+    root = make_tiny_ade(tmp_path / 'data', num_train=4, num_val=2, seed=1)
+    out = run_tool('tools/dist_train.sh', FSDP, '1', '--amp', '--amp-dtype', 'bfloat16', '--work-dir', str(tmp_path),
+                   *_options(root, **{'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
+                                      'randomness.deterministic': False}), timeout=300,
+                   env={'PYTHON': sys.executable, 'PORT': str(_free_port())})
+    assert "'backend': 'nccl'" in out and 'sharded over 1 ranks' in out and 'mIoU' in out
+    weights = torch.load(tmp_path / 'iter_2.pth', weights_only=True)['state_dict']
+    assert all(type(v) is torch.Tensor for v in weights.values())
+
+
 @pytest.mark.slow
 def test_sharded_memory_count_equals_a_real_step_and_fsdp_halves_it():
     """tools/benchmark.py --sharded-memory counts on meta tensors: a real gloo step of the tiny FSDP

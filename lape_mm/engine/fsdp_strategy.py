@@ -4,11 +4,12 @@ Select it in a config with ``runner_type = 'FlexibleRunner'`` and ``strategy = d
 (``configs/_base_/fsdp.py``). Each rank keeps 1/N of every parameter, gradient and optimizer state.
 
 Why not mmengine's own ``FSDPStrategy``: it wraps the model in FSDP1 with ``use_orig_params=True``, whose
-parameters are 1-D views of each rank's flat shard (a (1024, 1024) weight becomes (524288,) or (0,)), so the
-optimizer constructors that group parameters by ``ndim`` (timm's and our layer-decay weight-decay rule) put
-every weight in the no-decay group. FSDP2 keeps parameter names and shapes (they become DTensors), so the
-configs' optimizer constructors work unchanged. mmengine's ``FSDPStrategy`` still provides the rest: process
-group set-up (its NCCL path on GPUs), the checkpoint written on rank 0 only, and the scheduler rebuild.
+parameters are 1-D views of each rank's part of a flat shard (at 2 ranks, rank 0 sees a Linear's (8, 8)
+weight as (44,) and its bias as (0,)), so the optimizer constructors that group parameters by ``ndim`` (timm's
+and our layer-decay weight-decay rule) put every weight in the no-decay group. FSDP2 keeps parameter names
+and shapes (they become DTensors), so the configs' optimizer constructors work unchanged. mmengine's
+``FSDPStrategy`` still provides the rest: process group set-up (its NCCL path on GPUs), the checkpoint
+written on rank 0 only, and the scheduler rebuild.
 
 Checkpoints hold full (unsharded) state dicts: the model's is an ordinary ``state_dict`` that a one-process
 ``tools/test.py`` (or any mmseg tool) loads; the optimizer's is keyed by parameter name.
