@@ -1,8 +1,10 @@
 """FSDP (FSDP2Strategy through mmengine's FlexibleRunner): two CPU processes over gloo train the
 tiny FSDP config, resume, and write full state dicts that one plain process evaluates to the
 sharded model's outputs; the per-rank memory count of tools/benchmark.py --sharded-memory."""
+import os
 import re
 import socket
+import subprocess
 import sys
 from pathlib import Path
 
@@ -41,10 +43,24 @@ def _options(data_root: Path, **extra) -> list[str]:
     return cfg_options(options)
 
 
-def _dist_train(work: Path, options: list[str], *args: str) -> str:
-    return run_tool('tools/dist_train.sh', FSDP, '2', '--work-dir', str(work), *args, *options, timeout=300,
-                    env={'PYTHON': sys.executable, 'PORT': str(_free_port()), 'OMP_NUM_THREADS': '1',
-                         'CUDA_VISIBLE_DEVICES': ''})
+def _dist_train(work: Path, options: list[str], *args: str, timeout: int = 300) -> str:
+    """tools/dist_train.sh FSDP 2, stopped with its workers on every path: run_tool's timeout kills
+    torchrun alone, and its workers (each in a session of its own) would run on."""
+    env = {**os.environ, 'PYTHON': sys.executable, 'PORT': str(_free_port()), 'OMP_NUM_THREADS': '1',
+           'CUDA_VISIBLE_DEVICES': '', 'PYTHONUNBUFFERED': '1'}
+    cmd = ['tools/dist_train.sh', FSDP, '2', '--work-dir', str(work), *args, *options]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.terminate()  # torchrun (exec'd by the script) passes SIGTERM on to its workers
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    assert proc.returncode == 0, f'{" ".join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}'
+    return out
 
 
 def _plain_model_shapes() -> dict:
