@@ -11,12 +11,17 @@ attention alone, at its shapes: the fastest step, so the highest share of the ma
 any implementation reaches with this machine's kernels. --segmentor compares whole UPerNets
 instead (ViT-B configs: ours, its `_add` twin, and mmseg's vit_deit-b16-ln_mln UPerNet). Writes
 benchmark.md, benchmark.png and benchmark.json to --out (--from-json re-renders a saved one).
+
+tools/benchmark.py --sharded-memory CONFIG [--world-size 2] --out DIR
+counts instead the per-rank bytes of parameters, gradients and optimizer states when CONFIG's model
+trains with DDP and with FSDP (tools/analysis/sharded_memory.py), into sharded_memory.md/.json.
 """
 import argparse
 import json
 import os
 import shlex
 import sys
+from dataclasses import asdict
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), '..'))
 sys.path.insert(0, ROOT)
@@ -59,12 +64,30 @@ def parse_args() -> argparse.Namespace:
                              'implementation can be with these kernels')
     parser.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
     parser.add_argument('--matmul-size', type=int, default=4096, help='n of the n x n matmul peak measurement')
+    parser.add_argument('--sharded-memory', metavar='CONFIG',
+                        help='per-rank parameter + gradient + optimizer-state bytes of CONFIG under DDP and FSDP')
+    parser.add_argument('--world-size', type=int, default=2, help='ranks of --sharded-memory')
     parser.add_argument('--from-json', help="re-render a saved benchmark.json into --out; measures nothing")
     return parser.parse_args()
 
 
+def sharded_memory(config: str, world_size: int, out: str) -> None:
+    from tools.analysis.sharded_memory import measure, report
+    rows = measure(config, world_size)
+    os.makedirs(out, exist_ok=True)
+    with open(os.path.join(out, 'sharded_memory.json'), 'w') as f:
+        json.dump({mode: [asdict(r) for r in ranks] for mode, ranks in rows.items()}, f, indent=1)
+    table = report(config, rows)
+    with open(os.path.join(out, 'sharded_memory.md'), 'w') as f:
+        f.write(f'{table}\n\nCommand: `{shlex.join(["python", "tools/benchmark.py", *sys.argv[1:]])}`\n')
+    print(table)
+
+
 def main() -> None:
     args = parse_args()
+    if args.sharded_memory:
+        sharded_memory(args.sharded_memory, args.world_size, args.out)
+        return
     if args.from_json:
         with open(args.from_json) as f:
             saved = json.load(f)
