@@ -1,17 +1,23 @@
 #!/usr/bin/env bash
 # Distributed training with torchrun: tools/dist_train.sh CONFIG GPUS [train.py args].
-# Multi-node: set NNODES, NODE_RANK, MASTER_ADDR and PORT on every node. Without CUDA the
-# processes use gloo on the CPU (GPUS is then the number of processes).
+# GPUS processes on this node, one per GPU; without CUDA, gloo processes on the CPU.
+# Several nodes: NNODES, NODE_RANK (0 .. NNODES-1), MASTER_ADDR (node 0) and PORT on every node.
+# MAX_RESTARTS=N: after a process fails, torchrun restarts the processes up to N times, and they
+# resume from the newest complete checkpoint this job wrote (docs/distributed.md).
+# PYTHON: the interpreter (default: the project's .venv/bin/python if it exists, else python).
+source "$(dirname "$0")/launch_env.sh"
 CONFIG=$1
 GPUS=$2
-NNODES=${NNODES:-1}
-NODE_RANK=${NODE_RANK:-0}
-PORT=${PORT:-29500}
-MASTER_ADDR=${MASTER_ADDR:-"127.0.0.1"}
-HERE=$(dirname "$0")
+# tools/train.py resumes from a checkpoint written after this moment: one of this job's.
+export LAPE_MM_LAUNCH_TIME=$(date +%s.%N)
+if (( ${MAX_RESTARTS:-0} > 0 )); then
+    # torchrun's default (static) rendezvous keeps one store across restarts, where the restarted
+    # processes can read the dead ones' addresses (gloo: "Connection refused", pytorch#135712).
+    # The c10d rendezvous without a shared store gives each restart a new one. It numbers the
+    # nodes as they join: NODE_RANK is not needed.
+    export TORCH_DISABLE_SHARE_RDZV_TCP_STORE=1
+    TORCHRUN=("$PYTHON" -m torch.distributed.run --nnodes="${NNODES:-1}" --max-restarts="$MAX_RESTARTS"
+              --rdzv-backend=c10d --rdzv-endpoint="${MASTER_ADDR:-127.0.0.1}:${PORT:-29500}")
+fi
 
-PYTHONPATH="$HERE/..":$PYTHONPATH \
-exec "${PYTHON:-python}" -m torch.distributed.run \
-    --nnodes="$NNODES" --node_rank="$NODE_RANK" --master_addr="$MASTER_ADDR" \
-    --nproc_per_node="$GPUS" --master_port="$PORT" \
-    "$HERE/train.py" "$CONFIG" --launcher pytorch "${@:3}"
+exec "${TORCHRUN[@]}" --nproc_per_node="$GPUS" "$HERE/train.py" "$CONFIG" --launcher pytorch "${@:3}"

@@ -25,6 +25,7 @@ from lape_mm.checkpoint import local_path
 from lape_mm.engine import StrictCheckpointHook
 from lape_mm.models.arguments import ConfigError
 from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
+from .slurm_env import slurm_dist_env
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
                         remove_stale_temporaries)
 
@@ -77,7 +78,8 @@ def replace_sync_bn(node) -> int:
 
 
 def adapt_to_cpu(cfg: Config, launcher: str) -> None:
-    """Make a GPU config run without CUDA: gloo, BN instead of SyncBN, CPU-friendly DDP."""
+    """Make a GPU config run without CUDA: gloo, BN instead of SyncBN, CPU-friendly DDP; under
+    Slurm, the process group's rank and master come from the task's SLURM_* variables."""
     cfg.setdefault('env_cfg', ConfigDict())
     cfg.env_cfg.setdefault('dist_cfg', ConfigDict())
     if (backend := cfg.env_cfg.dist_cfg.get('backend')) not in (None, 'gloo'):
@@ -89,6 +91,8 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
         if not dist.is_initialized():
             # mmengine's init_dist calls torch.cuda.set_device, which fails without a GPU.
+            if launcher == 'slurm':
+                os.environ.update(slurm_dist_env(os.environ, cfg.env_cfg.dist_cfg.get('port')))
             dist.init_process_group(backend='gloo')
 
 
@@ -224,28 +228,44 @@ def claim_work_dir(cfg: Config) -> IO | None:
     return lock
 
 
-def resume_checkpoint(work_dir: str) -> str | None:
-    """``last_checkpoint`` if it names a complete file, else the newest complete checkpoint."""
+def resume_checkpoint(work_dir: str, since: float | None = None) -> str | None:
+    """``last_checkpoint`` if it names a complete file, else the newest complete checkpoint (with a
+    warning); with ``since`` (a ``time.time()``), only a checkpoint written since then."""
     recorded = recorded_last_checkpoint(work_dir)
-    if recorded and is_complete_checkpoint(recorded):
+    complete = bool(recorded) and is_complete_checkpoint(recorded)
+    if complete and (since is None or osp.getmtime(recorded) >= since):
         return recorded
-    newest = newest_complete_checkpoint(work_dir)
-    if recorded is not None:
+    newest = newest_complete_checkpoint(work_dir, since)
+    if recorded is not None and not complete and since is None:
         _warn(f'{osp.join(work_dir, "last_checkpoint")} names {recorded or "no file"}, which is not a complete '
               f'checkpoint; ' + (f'resuming from the newest complete one, {newest}' if newest
                                   else 'no complete checkpoint is left'))
     return newest
 
 
+def job_checkpoint(work_dir: str) -> str | None:
+    """The newest complete checkpoint that this tools/dist_train.sh job wrote (the script exports
+    its launch time), if any: there is one only when torchrun restarted the job's processes."""
+    launched = os.environ.get('LAPE_MM_LAUNCH_TIME')
+    return resume_checkpoint(work_dir, since=float(launched)) if launched else None
+
+
 def configure_checkpoints(cfg: Config, resume: str | None) -> None:
     """Checkpointing of a training run, and ``--resume``: alone, from the work dir's last
     complete checkpoint; with a path, from it.
+
+    Processes that torchrun restarted after a failure resume by themselves, from the newest
+    complete checkpoint of their job (:func:`job_checkpoint`); before the job's first checkpoint
+    they start as the first ones did. A new job never resumes unasked, as in mmseg and mmdet.
 
     Every training run gets :class:`RNGStateHook`, so that its checkpoints can be resumed
     bit-identically later, and prunes old checkpoints only after saving a new one.
     """
     add_custom_hook(cfg, dict(type='RNGStateHook'))
     use_prune_after_save(cfg)
+    if latest := job_checkpoint(cfg.work_dir):
+        _warn(f'restarted: resuming from {latest}, the newest checkpoint of this job')
+        resume = latest
     if resume is None:
         return
     path = resume_checkpoint(cfg.work_dir) if resume == 'auto' else resume

@@ -1,17 +1,13 @@
 #!/usr/bin/env bash
 # Slurm testing: tools/slurm_test.sh PARTITION JOB_NAME CONFIG CHECKPOINT [test.py args].
-set -x
+# Same environment variables as tools/slurm_train.sh (GPUS=0 and NTASKS on a cluster without GPUs).
+source "$(dirname "$0")/launch_env.sh"
+srun_command
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3
 CHECKPOINT=$4
-GPUS=${GPUS:-8}
-GPUS_PER_NODE=${GPUS_PER_NODE:-8}
-CPUS_PER_TASK=${CPUS_PER_TASK:-5}
-SRUN_ARGS=${SRUN_ARGS:-""}
-HERE=$(dirname "$0")
 
-PYTHONPATH="$HERE/..":$PYTHONPATH \
-srun -p "$PARTITION" --job-name="$JOB_NAME" --gres=gpu:"$GPUS_PER_NODE" --ntasks="$GPUS" \
-    --ntasks-per-node="$GPUS_PER_NODE" --cpus-per-task="$CPUS_PER_TASK" --kill-on-bad-exit=1 ${SRUN_ARGS} \
-    "${PYTHON:-python}" -u "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "${@:5}"
+set -x
+exec "${SRUN[@]}" -p "$PARTITION" --job-name="$JOB_NAME" ${SRUN_ARGS:-} \
+    "$PYTHON" -u "$HERE/test.py" "$CONFIG" "$CHECKPOINT" --launcher slurm "${@:5}"

@@ -35,7 +35,7 @@ def main() -> None:
     lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)
     configure_checkpoints(cfg, args.resume)
     check_data(cfg, ('train_dataloader', 'val_dataloader'), args.check_all_files)
-    build_runner(cfg, strict_load=args.resume is not None).train()
+    build_runner(cfg, strict_load=bool(cfg.get('resume'))).train()
 
 
 if __name__ == '__main__':

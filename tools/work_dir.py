@@ -112,8 +112,10 @@ def recorded_last_checkpoint(work_dir: str) -> str | None:
         return f.read().strip()
 
 
-def newest_complete_checkpoint(work_dir: str) -> str | None:
-    """The most recently written complete ``iter_*.pth`` / ``epoch_*.pth`` in ``work_dir``."""
+def newest_complete_checkpoint(work_dir: str, since: float | None = None) -> str | None:
+    """The most recently written complete ``iter_*.pth`` / ``epoch_*.pth`` in ``work_dir``
+    (written at ``since`` or later, if given)."""
     candidates = [p for p in Path(work_dir).glob('*.pth')
-                  if CHECKPOINT_NAME.fullmatch(p.name) and is_complete_checkpoint(p)]
+                  if CHECKPOINT_NAME.fullmatch(p.name) and (since is None or p.stat().st_mtime >= since)
+                  and is_complete_checkpoint(p)]
     return str(max(candidates, key=lambda p: p.stat().st_mtime)) if candidates else None

@@ -31,3 +31,18 @@ class KillDuringSaveHook(Hook):
     def before_save_checkpoint(self, runner, checkpoint: dict) -> None:
         if runner.iter + 1 == self.iteration:
             os.fsync = _kill_self
+
+
+@HOOKS.register_module()
+class KillRankOnceHook(Hook):
+    """SIGKILL rank ``rank`` after iteration ``iteration`` of a torchrun job's first try only, so
+    that the group torchrun restarts runs to the end."""
+
+    def __init__(self, iteration: int, rank: int):
+        self.iteration = iteration
+        self.rank = rank
+
+    def after_train_iter(self, runner, batch_idx, data_batch=None, outputs=None):
+        first_try = os.environ.get('TORCHELASTIC_RESTART_COUNT') == '0'
+        if first_try and runner.rank == self.rank and runner.iter + 1 == self.iteration:
+            _kill_self()
