@@ -69,12 +69,19 @@ def run_process(cmd: list[str], timeout: float = 600, env: dict | None = None) -
     return subprocess.CompletedProcess(cmd, proc.returncode, stdout, stderr)
 
 
-def kill_process_group(proc: subprocess.Popen) -> None:
-    """SIGKILL what is left of ``proc``'s process group (started with ``start_new_session=True``)."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):  # the group is gone already
-        pass
+def kill_process_group(proc: subprocess.Popen, grace: float = 30) -> None:
+    """Stop what is left of ``proc``'s process group (started with ``start_new_session=True``): SIGTERM,
+    which torchrun passes on to its workers (they run in sessions of their own, out of the group's
+    reach), then after up to ``grace`` seconds SIGKILL."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except (ProcessLookupError, PermissionError):  # the group is gone already
+            break
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
     proc.wait()
 
 

@@ -13,7 +13,7 @@ from lape_mm.datasets import DatasetError, check_coco_dataset, check_seg_dataset
 from tools.tiny_data import make_tiny_ade, make_tiny_coco
 
 from conftest import ROOT
-from test_segmentation import TINY
+from tiny_runs import TINY_SEG as TINY
 
 
 @pytest.fixture(scope='module')
@@ -108,7 +108,7 @@ def test_decoding_reads_an_evenly_spread_sample_says_so_or_reads_all(tmp_path, m
                       f'(every file is checked for being empty; --check-all-files decodes every one)']
     with pytest.raises(DatasetError, match=re.escape(str(second))):
         check_seg_dataset(dataset, num_classes=150, sample=None)
-    code, err = run_tool_here(monkeypatch, capsys, 'train', str(ROOT / TINY), '--work-dir', str(tmp_path / 'work'),
+    code, err = run_tool_here(capsys, 'train', str(ROOT / TINY), '--work-dir', str(tmp_path / 'work'),
                               '--check-all-files', '--cfg-options', f'train_dataloader.dataset.data_root={root}',
                               f'val_dataloader.dataset.data_root={root}')
     assert_one_line_usage_error(code, err, str(second))

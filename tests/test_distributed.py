@@ -4,8 +4,6 @@ command lines, two torchrun "nodes", and a torchrun restart after one rank is ki
 docs/distributed.md describes what these tests check."""
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -14,18 +12,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT
+from conftest import ROOT, free_port, kill_process_group
 from lape_mm.checkpoint import safe_load
 from tiny_runs import UPERNET, cfg_options
 
 DIST_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 SLURM_VARS = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST', 'SLURM_JOB_ID')
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
 
 
 # --- Slurm: the process group's variables, CPU and GPU ----------------------------------------------
@@ -259,9 +251,7 @@ def _finish(procs: list[subprocess.Popen], logs: list[Path], timeout: float = 24
             proc.wait(timeout=max(1.0, deadline - time.monotonic()))
     finally:
         for proc in procs:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+            kill_process_group(proc)
     output = '\n'.join(log.read_text() for log in logs)
     assert all(proc.returncode == 0 for proc in procs), output[-6000:]
     return output

@@ -43,6 +43,12 @@ LONG = {
     'tools/demo.py': 'trains for minutes (`make demo`)',
     'tools/get_flops.py': 'a ViT-B UPerNet at 512x512 takes minutes on 2 cores (tests/test_analysis.py: the tiny one)',
     'tools/visualize_pe.py': 'two ViT-B backbones take half a minute (tests/test_analysis.py: tiny ones)',
+    'scripts/prepare_gpu_wheels.sh': 'downloads wheels from the registry (tests/test_install.py runs it)',
+    'scripts/gpu_check.sh': 'runs on a GPU machine (tests/test_install.py: --dry-run, and a CPU rehearsal)',
+    'scripts/local_slurm.sh': 'starts a Slurm cluster as root (tests/test_slurm.py)',
+    'export': 'points the Slurm commands after it at that cluster (tests/test_slurm.py)',
+    'printf': 'writes the batch script of the sbatch command after it (tests/test_slurm.py)',
+    'sbatch': 'needs a Slurm cluster (tests/test_slurm.py)',
 }
 # Programs whose documented commands are run here when they have no placeholder.
 FAST = ('tools/make_tiny_ade.py', 'tools/make_tiny_coco.py', 'tools/make_tiny_imagenet.py',
@@ -62,7 +68,7 @@ class Command:
     @property
     def words(self) -> list[str]:
         words = shlex.split(self.text)
-        while words and re.fullmatch(r'[A-Z_][A-Z0-9_]*=\S*', words[0]):  # VAR=value prefixes
+        while words and re.fullmatch(r'[A-Z_][A-Z0-9_]*=.*', words[0], re.S):  # VAR=value prefixes
             words = words[1:]
         return words
 
@@ -87,8 +93,9 @@ def shell_commands(text: str, doc: str) -> list[Command]:
             words = shlex.split(line, comments=True)
             starts = [0] + [i + 1 for i, w in enumerate(words) if w in OPERATORS]
             for start, end in zip(starts, [i for i, w in enumerate(words) if w in OPERATORS] + [len(words)]):
-                if words[start:end]:
-                    commands.append(Command(shlex.join(words[start:end]), doc))
+                command = Command(shlex.join(words[start:end]), doc)
+                if command.words:  # not a bare VAR=value assignment
+                    commands.append(command)
     return commands
 
 

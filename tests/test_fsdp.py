@@ -1,10 +1,7 @@
 """FSDP (FSDP2Strategy through mmengine's FlexibleRunner): two CPU processes over gloo train the
 tiny FSDP config, resume, and write full state dicts that one plain process evaluates to the
 sharded model's outputs; the per-rank memory count of tools/benchmark.py --sharded-memory."""
-import os
 import re
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -13,7 +10,7 @@ import torch
 from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
-from conftest import ROOT, run_tool
+from conftest import ROOT, build_model, free_port, run_tool
 from tiny_runs import cfg_options
 from tools.tiny_data import make_tiny_ade
 
@@ -28,12 +25,6 @@ MODEL = {'model.backbone.num_layers': 4, 'model.backbone.out_indices': [0, 1, 2,
          'model.test_cfg.mode': 'slide', 'model.test_cfg.crop_size': [64, 64], 'model.test_cfg.stride': [48, 48]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(('127.0.0.1', 0))
-        return s.getsockname()[1]
-
-
 def _options(data_root: Path, **extra) -> list[str]:
     options = {'train_dataloader.dataset.data_root': data_root, 'val_dataloader.dataset.data_root': data_root,
                'test_dataloader.dataset.data_root': data_root, **MODEL,
@@ -43,33 +34,18 @@ def _options(data_root: Path, **extra) -> list[str]:
     return cfg_options(options)
 
 
-def _dist_train(work: Path, options: list[str], *args: str, timeout: int = 300) -> str:
-    """tools/dist_train.sh FSDP 2, stopped with its workers on every path: run_tool's timeout kills
-    torchrun alone, and its workers (each in a session of its own) would run on."""
-    env = {**os.environ, 'PYTHON': sys.executable, 'PORT': str(_free_port()), 'OMP_NUM_THREADS': '1',
-           'CUDA_VISIBLE_DEVICES': '', 'PYTHONUNBUFFERED': '1'}
-    cmd = ['tools/dist_train.sh', FSDP, '2', '--work-dir', str(work), *args, *options]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()  # torchrun (exec'd by the script) passes SIGTERM on to its workers
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    assert proc.returncode == 0, f'{" ".join(cmd)} failed ({proc.returncode}):\n{out[-6000:]}'
-    return out
+def _dist_train(work: Path, options: list[str], *args: str) -> str:
+    """tools/dist_train.sh FSDP 2 on the CPU."""
+    return run_tool('tools/dist_train.sh', FSDP, '2', '--work-dir', str(work), *args, *options, timeout=300,
+                    env={'PYTHON': sys.executable, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
+                         'CUDA_VISIBLE_DEVICES': ''})
 
 
 def _plain_model_shapes() -> dict:
     """The state dict shapes of the plain (non-FSDP) twin, built by mmseg alone."""
-    from mmseg.registry import MODELS
     cfg = Config.fromfile(ROOT / PLAIN)
     cfg.merge_from_dict(MODEL)
-    init_default_scope('mmseg')
-    return {k: v.shape for k, v in MODELS.build(cfg.model).state_dict().items()}
+    return {k: v.shape for k, v in build_model(cfg.model, 'mmseg').state_dict().items()}
 
 
 @pytest.mark.slow
@@ -119,7 +95,7 @@ def test_fsdp_on_a_gpu_takes_mmengines_nccl_path(tmp_path):
     out = run_tool('tools/dist_train.sh', FSDP, '1', '--amp', '--amp-dtype', 'bfloat16', '--work-dir', str(tmp_path),
                    *_options(root, **{'train_cfg.max_iters': 2, 'train_cfg.val_interval': 2,
                                       'randomness.deterministic': False}), timeout=300,
-                   env={'PYTHON': sys.executable, 'PORT': str(_free_port())})
+                   env={'PYTHON': sys.executable, 'PORT': str(free_port())})
     assert "'backend': 'nccl'" in out and 'sharded over 1 ranks' in out and 'mIoU' in out
     weights = torch.load(tmp_path / 'iter_2.pth', weights_only=True)['state_dict']
     assert all(type(v) is torch.Tensor for v in weights.values())

@@ -11,7 +11,7 @@ from lape_mm.apis import output_format, save_colour_mask, save_image
 from tools.tiny_data.ade import OBJECT_CLASSES
 
 from conftest import ROOT
-from test_segmentation import TINY
+from tiny_runs import TINY_SEG as TINY
 from test_user_errors import assert_one_line_usage_error, run_tool_here
 
 PALETTE = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(151)]
@@ -59,11 +59,11 @@ def test_outputs_without_extension_or_over_the_input_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize('out, message', [('mask', 'has no extension'), ('photo.jpg', 'is the input image')])
-def test_infer_refuses_such_outputs_before_running(monkeypatch, capsys, tmp_path, out, message):
+def test_infer_refuses_such_outputs_before_running(capsys, tmp_path, out, message):
     image = tmp_path / 'photo.jpg'
     Image.new('RGB', (64, 64), (200, 10, 10)).save(image)
     before = image.read_bytes()
-    code, err = run_tool_here(monkeypatch, capsys, 'infer', str(ROOT / TINY), str(tmp_path / 'none.pth'), str(image),
+    code, err = run_tool_here(capsys, 'infer', str(ROOT / TINY), str(tmp_path / 'none.pth'), str(image),
                               '--out', str(tmp_path / out))
     assert_one_line_usage_error(code, err, '--out:', message)
     assert image.read_bytes() == before
@@ -71,8 +71,8 @@ def test_infer_refuses_such_outputs_before_running(monkeypatch, capsys, tmp_path
 
 # --- tools/make_tiny_*.py OUT ------------------------------------------------------------------------------
 
-def _make(monkeypatch, capsys, kind: str, out, *args: str) -> tuple[int, str]:
-    return run_tool_here(monkeypatch, capsys, f'make_tiny_{kind}', str(out), '--train', '1', '--val', '1', *args)
+def _make(capsys, kind: str, out, *args: str) -> tuple[int, str]:
+    return run_tool_here(capsys, f'make_tiny_{kind}', str(out), '--train', '1', '--val', '1', *args)
 
 
 @pytest.mark.parametrize('kind, user_file', [
@@ -80,29 +80,29 @@ def _make(monkeypatch, capsys, kind: str, out, *args: str) -> tuple[int, str]:
     ('coco', 'annotations/instances_train2017.json'),
     ('imagenet', 'train/n00000000/mine.JPEG'),
 ])
-def test_tiny_makers_refuse_a_folder_of_other_files(monkeypatch, capsys, tmp_path, kind, user_file):
+def test_tiny_makers_refuse_a_folder_of_other_files(capsys, tmp_path, kind, user_file):
     mine = tmp_path / user_file
     mine.parent.mkdir(parents=True)
     mine.write_bytes(b'the user\'s own file')
-    code, err = _make(monkeypatch, capsys, kind, tmp_path)
+    code, err = _make(capsys, kind, tmp_path)
     assert_one_line_usage_error(code, err, f'{tmp_path} is not empty', '--force')
     assert mine.read_bytes() == b'the user\'s own file' and len(list(tmp_path.rglob('*.*'))) == 1
-    assert _make(monkeypatch, capsys, kind, tmp_path, '--force')[0] == 0
+    assert _make(capsys, kind, tmp_path, '--force')[0] == 0
     assert not mine.exists() or mine.read_bytes() != b'the user\'s own file'
 
 
-def test_tiny_makers_replace_their_own_set_and_refuse_another_kind(monkeypatch, capsys, tmp_path):
-    assert run_tool_here(monkeypatch, capsys, 'make_tiny_coco', str(tmp_path), '--train', '3', '--val', '1')[0] == 0
-    assert _make(monkeypatch, capsys, 'coco', tmp_path)[0] == 0  # a new, smaller set: nothing of the old one left
+def test_tiny_makers_replace_their_own_set_and_refuse_another_kind(capsys, tmp_path):
+    assert run_tool_here(capsys, 'make_tiny_coco', str(tmp_path), '--train', '3', '--val', '1')[0] == 0
+    assert _make(capsys, 'coco', tmp_path)[0] == 0  # a new, smaller set: nothing of the old one left
     assert len(list((tmp_path / 'train2017').iterdir())) == 1
     assert len(json.loads((tmp_path / 'annotations/instances_train2017.json').read_text())['images']) == 1
-    code, err = _make(monkeypatch, capsys, 'ade', tmp_path)
+    code, err = _make(capsys, 'ade', tmp_path)
     assert_one_line_usage_error(code, err, 'it holds a tiny coco set')
 
 
 @pytest.mark.parametrize('option', ['--train', '--val', '--seed'])
-def test_tiny_makers_refuse_negative_counts_and_seeds(monkeypatch, capsys, tmp_path, option):
-    code, err = run_tool_here(monkeypatch, capsys, 'make_tiny_ade', str(tmp_path / 'new'), option, '-1')
+def test_tiny_makers_refuse_negative_counts_and_seeds(capsys, tmp_path, option):
+    code, err = run_tool_here(capsys, 'make_tiny_ade', str(tmp_path / 'new'), option, '-1')
     assert_one_line_usage_error(code, err, f'argument {option}: must be >= 0, got -1')
     assert not (tmp_path / 'new').exists()
 
@@ -113,9 +113,9 @@ def test_reproduce_quick_writes_to_a_work_dir(monkeypatch, capsys, tmp_path):
     written = []
     monkeypatch.setattr('tools.study.reproduce', lambda out, config: written.append(out) or 'report')
     monkeypatch.chdir(tmp_path)
-    assert run_tool_here(monkeypatch, capsys, 'reproduce', '--quick')[0] == 0
+    assert run_tool_here(capsys, 'reproduce', '--quick')[0] == 0
     assert written == ['work_dirs/reproduce_quick']
     results = str(ROOT / 'docs/figures/reproduction')
-    code, err = run_tool_here(monkeypatch, capsys, 'reproduce', '--quick', '--out', results)
+    code, err = run_tool_here(capsys, 'reproduce', '--quick', '--out', results)
     assert_one_line_usage_error(code, err, '--quick would replace the committed results')
     assert written == ['work_dirs/reproduce_quick']

@@ -3,6 +3,7 @@ larger than begin"); `tools/demo.py --iters N` scales its warm-up; every tiny co
 iterations / 1 epoch of its own schedule."""
 import copy
 import logging
+import re
 
 import pytest
 import torch
@@ -15,8 +16,8 @@ from tools.launch import build_runner, fit_schedule, load_config
 from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 
 from conftest import ROOT
-from test_segmentation import TINY
-from tiny_runs import _cls_options, _det_options, _seg_options
+from tiny_runs import TINY_SEG as TINY
+from tiny_runs import ADAPTER, ADAPTER_LAYERS, UPERNET_LAYERS, cls_options, det_options, seg_options
 
 TINY_IMAGENET = 'configs/pretrain/lape_deit_tiny_tiny-imagenet.py'
 
@@ -78,35 +79,30 @@ def test_a_phase_ending_before_it_begins_is_named(tiny_cfg):
         fit_schedule(cfg)
 
 
-def _adapter_seg_options(root) -> dict:
-    return _seg_options(root, **{'model.backbone.interaction_indexes': [[0, 0], [1, 1], [2, 2], [3, 3]]})
-
-
 # config name -> (the data it trains on, its options); every config on a tiny data set, _add twins too.
 FAMILIES = {
-    'upernet_lape_vit_t_tiny-ade': ('ade', lambda root: _seg_options(root,
-                                                                     **{'model.backbone.out_indices': [0, 1, 2, 3]})),
-    'upernet_lape_vit_adapter_t_tiny-ade': ('ade', _adapter_seg_options),
-    'segmenter_lape_vit_t_mask_tiny-ade': ('ade', _seg_options),
-    'mask_rcnn_lape_vit_t_simplefpn_tiny-coco': ('coco', _det_options),
-    'mask_rcnn_lape_vit_adapter_t_fpn_tiny-coco': ('coco', lambda root: {
-        **_det_options(root), 'model.backbone.num_layers': 4, 'model.backbone.global_attn_indexes': [3],
-        'model.backbone.interaction_indexes': [[0, 0], [1, 1], [2, 2], [3, 3]]}),
-    'lape_deit_tiny_tiny-imagenet': ('imagenet', lambda root: {**_cls_options(root), 'train_cfg.max_epochs': 1,
-                                                                'train_cfg.val_interval': 1}),
+    'upernet_lape_vit_t_tiny-ade': ('ade', lambda root: seg_options(root, **UPERNET_LAYERS)),
+    'upernet_lape_vit_adapter_t_tiny-ade': ('ade', lambda root: seg_options(root, **ADAPTER_LAYERS)),
+    'segmenter_lape_vit_t_mask_tiny-ade': ('ade', seg_options),
+    'mask_rcnn_lape_vit_t_simplefpn_tiny-coco': ('coco', det_options),
+    'mask_rcnn_lape_vit_adapter_t_fpn_tiny-coco': ('coco', ADAPTER.options),
+    'lape_deit_tiny_tiny-imagenet': ('imagenet', lambda root: cls_options(
+        root, **{'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1})),
 }
+# Twins that differ from their config only in pe_join (_add) or in how processes share the model
+# (_fsdp, trained by tests/test_fsdp.py in two processes): their fitted schedule is their config's.
+TWIN_SUFFIX = re.compile(r'_(add|fsdp)$')
 TINY_CONFIGS = sorted(p.relative_to(ROOT) for p in ROOT.glob('configs/**/*_tiny-*.py'))
 
 
 def test_every_tiny_config_has_a_smoke_run():
-    assert len(TINY_CONFIGS) == 11 and all(any(f in str(c) for f in FAMILIES) for c in TINY_CONFIGS)
+    assert len(TINY_CONFIGS) == 12 and all(any(f in str(c) for f in FAMILIES) for c in TINY_CONFIGS)
 
 
 @pytest.mark.slow
 def test_every_tiny_config_trains_its_own_schedule_for_2_iterations_or_1_epoch(tmp_path):
     """In-process, as tools/train.py runs a config (schedule fitted, data checked), with the configs' own
-    schedulers. An ``_add`` twin differs from its LaPE config only in ``pe_join`` (see
-    ``assert_baseline_twin``): its fitted schedule is checked to be its twin's, not trained again."""
+    schedulers. A twin (``TWIN_SUFFIX``) has its fitted schedule checked to be its config's, not trained again."""
     from tools.launch import check_data
     data = {'ade': make_tiny_ade(tmp_path / 'ade', num_train=4, num_val=1, seed=1),
             'coco': make_tiny_coco(tmp_path / 'coco', num_train=4, num_val=1, seed=1),
@@ -118,8 +114,8 @@ def test_every_tiny_config_trains_its_own_schedule_for_2_iterations_or_1_epoch(t
                           work_dir=str(tmp_path / config.stem))
         fit_schedule(cfg)
         schedules[config.stem] = (cfg.param_scheduler, cfg.train_cfg)
-        if config.stem.endswith('_add'):
-            assert schedules[config.stem] == schedules[config.stem[:-len('_add')]], config
+        if TWIN_SUFFIX.search(config.stem):
+            assert schedules[config.stem] == schedules[TWIN_SUFFIX.sub('', config.stem)], config
             continue
         check_data(cfg, ('train_dataloader', 'val_dataloader'))
         runner = build_runner(cfg)

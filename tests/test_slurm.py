@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, run_tool
-from test_distributed import free_port
+from conftest import ROOT, free_port, run_tool
 from tiny_runs import UPERNET, cfg_options
 
 CLUSTER = ['bash', str(ROOT / 'scripts' / 'local_slurm.sh')]

@@ -1,8 +1,6 @@
 """Issue 22: arguments that were accepted and ignored or misread are named errors, and a mistake a user
 makes at a tool's command line is one line and exit code 2, without a traceback (``--debug`` shows it)."""
 import logging
-import runpy
-import sys
 
 import pytest
 import torch
@@ -11,22 +9,20 @@ from lape_mm import LaPEViT
 from lape_mm.models.arguments import ConfigError
 from tools.launch import enable_amp, fit_schedule, load_config
 
-from conftest import ROOT, tiny_vit_kwargs
-from test_segmentation import TINY
+from conftest import ROOT, run_main, tiny_vit_kwargs
+from tiny_runs import TINY_SEG as TINY
 from test_vit_adapter import tiny_adapter
 
 ADAPTER_TINY = 'configs/upernet_lape_vit_adapter_t_tiny-ade_128x128.py'  # its adapter norms are SyncBN
 
 
-def run_tool_here(monkeypatch, capsys, tool: str, *args: str) -> tuple[int, str]:
+def run_tool_here(capsys, tool: str, *args: str) -> tuple[int, str]:
     """``tools/<tool>.py args`` run in this process as from a shell; its exit code and stderr."""
-    monkeypatch.setattr(sys, 'argv', [f'tools/{tool}.py', *args])
-    code = 0
     try:
-        runpy.run_path(str(ROOT / 'tools' / f'{tool}.py'), run_name='__main__')
+        run_main(f'tools/{tool}.py', *args)
     except SystemExit as exit_:
-        code = exit_.code
-    return code, capsys.readouterr().err
+        return exit_.code, capsys.readouterr().err
+    return 0, capsys.readouterr().err
 
 
 def assert_one_line_usage_error(code: int, err: str, *fragments: str) -> None:
@@ -93,7 +89,7 @@ def test_a_schedule_that_trains_nothing_is_refused():
 # --- the tools' command line ---------------------------------------------------------------------------
 
 @pytest.mark.parametrize('case', ['checkpoint', 'data', 'model argument', 'cfg-options'])
-def test_user_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path, case):
+def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, case):
     config, bad, missing = str(ROOT / TINY), tmp_path / 'bad.pth', tmp_path / 'no_data'
     bad.write_bytes(b'not a checkpoint')
     tool, args, fragments = {
@@ -108,7 +104,7 @@ def test_user_errors_are_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path
         'cfg-options': ('train', [config, '--cfg-options', 'train_cfg.max_iters'],  # argparse's usage error
                         ["'train_cfg.max_iters' is not KEY=VALUE"]),
     }[case]
-    assert_one_line_usage_error(*run_tool_here(monkeypatch, capsys, tool, *args), *fragments)
+    assert_one_line_usage_error(*run_tool_here(capsys, tool, *args), *fragments)
 
 
 def test_a_busy_work_dir_is_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path):
@@ -117,16 +113,16 @@ def test_a_busy_work_dir_is_one_line_with_exit_code_2(monkeypatch, capsys, tmp_p
     def busy(work_dir):
         raise WorkDirBusyError(f'work dir {work_dir} is in use by another training run (PID 1)')
     monkeypatch.setattr('tools.launch.lock_work_dir', busy)
-    code, err = run_tool_here(monkeypatch, capsys, 'train', str(ROOT / TINY), '--work-dir', str(tmp_path))
+    code, err = run_tool_here(capsys, 'train', str(ROOT / TINY), '--work-dir', str(tmp_path))
     assert_one_line_usage_error(code, err, 'train.py: error:', 'is in use by another training run (PID 1)')
 
 
-def test_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
+def test_debug_shows_the_traceback(capsys, tmp_path):
     from lape_mm.checkpoint import CheckpointError
     bad = tmp_path / 'bad.pth'
     bad.write_bytes(b'')
     with pytest.raises(CheckpointError, match='empty'):
-        run_tool_here(monkeypatch, capsys, 'convert_checkpoint', str(bad), str(tmp_path / 'o.pth'), '--debug')
+        run_tool_here(capsys, 'convert_checkpoint', str(bad), str(tmp_path / 'o.pth'), '--debug')
 
 
 @pytest.mark.parametrize('args, message', [
@@ -135,10 +131,10 @@ def test_debug_shows_the_traceback(monkeypatch, capsys, tmp_path):
     (['--img-size', '64', '--patch-size', '0'], '--patch-size must be positive, got 0'),
     (['--patch-size', '8'], '--patch-size only sets the PE grid of --img-size'),
 ])
-def test_convert_checkpoint_refuses_sizes_it_would_misread(monkeypatch, capsys, tmp_path, args, message):
+def test_convert_checkpoint_refuses_sizes_it_would_misread(capsys, tmp_path, args, message):
     src = tmp_path / 'vit.pth'
     torch.save({'state_dict': LaPEViT(**tiny_vit_kwargs()).state_dict()}, src)
-    code, err = run_tool_here(monkeypatch, capsys, 'convert_checkpoint', str(src), str(tmp_path / 'o.pth'), *args)
+    code, err = run_tool_here(capsys, 'convert_checkpoint', str(src), str(tmp_path / 'o.pth'), *args)
     assert_one_line_usage_error(code, err, message)
     assert not (tmp_path / 'o.pth').exists()
 
