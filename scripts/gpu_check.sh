@@ -63,7 +63,7 @@ run_pytest() {
     local log="$DIR/$PART.pytest"
     "$PYTHON" -m pytest -p no:cacheprovider -q -rs "$@" 2>&1 | tee "$log"
     local rc=${PIPESTATUS[0]}
-    if (( rc == 0 )) && tail -n 1 "$log" | grep -qE '^[= ]*[0-9]+ skipped in'; then
+    if (( rc == 0 )) && tail -n 1 "$log" | grep -qE '^[= ]*[0-9]+ skipped(, [0-9]+ warnings?)? in'; then
         skip "$(sed -n 's/^SKIPPED \[[0-9]*\] [^ ]* //p' "$log" | head -n 1)"
     fi
     return "$rc"

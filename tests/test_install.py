@@ -25,11 +25,11 @@ PYTHONS = ('3.10', '3.11', '3.12', '3.13')
 # What the GPU machine has of what the check touches (its image: Python 3.12, torch with CUDA, timm,
 # numpy 2, OpenCV, matplotlib, scipy, pytest). torch is the tested one, whose CUDA libraries this
 # suite's venv holds already (Python-independent: the rehearsal links them instead of unpacking 3 GB).
-GPU_IMAGE = ['torch==2.14.1', 'torchvision==0.29.1', 'timm', 'numpy>=2', 'opencv-python-headless', 'matplotlib',
-             'contourpy', 'cycler', 'fonttools', 'kiwisolver', 'pyparsing', 'python-dateutil', 'six', 'packaging',
-             'pillow', 'scipy', 'pyyaml', 'rich', 'markdown-it-py', 'mdurl', 'pygments', 'regex', 'tqdm', 'pytest',
-             'iniconfig', 'pluggy', 'filelock', 'typing-extensions', 'sympy', 'mpmath', 'networkx', 'jinja2',
-             'markupsafe', 'fsspec', 'einops', 'zipp', 'click', 'markdown']
+GPU_IMAGE = ['torch==2.14.1', 'torchvision==0.29.1', 'timm', 'safetensors', 'numpy>=2', 'opencv-python-headless',
+             'matplotlib', 'contourpy', 'cycler', 'fonttools', 'kiwisolver', 'pyparsing', 'python-dateutil', 'six',
+             'packaging', 'pillow', 'scipy', 'pyyaml', 'rich', 'markdown-it-py', 'mdurl', 'pygments', 'regex',
+             'tqdm', 'pytest', 'iniconfig', 'pluggy', 'filelock', 'typing-extensions', 'sympy', 'mpmath', 'networkx',
+             'jinja2', 'markupsafe', 'fsspec', 'einops', 'zipp', 'click', 'markdown']
 WHEEL_TARGET = ['--only-binary=:all:', '--python-version', '3.12', '--implementation', 'cp', '--abi', 'cp312',
                 '--abi', 'abi3', '--abi', 'none', '--platform', 'manylinux_2_28_x86_64', '--platform',
                 'manylinux_2_17_x86_64', '--platform', 'manylinux2014_x86_64', '--platform', 'any']
@@ -95,7 +95,8 @@ def test_editable_install_keeps_the_installed_torch(tmp_path):
     installed = {'torch': '2.11.0', 'torchvision': '0.26.0', 'timm': '1.0.20', 'numpy': '2.4.6', 'mmengine': '0.10.7',
                  'mmcv': '2.1.0', 'mmsegmentation': '1.2.2', 'mmdet': '3.3.0', 'mmpretrain': '1.2.0', 'ftfy': '6.3.1',
                  'regex': '2024.11.6', 'matplotlib': '3.10.0', 'pycocotools': '2.0.8', 'tqdm': '4.67.1',
-                 'scikit-learn': '1.6.1', 'scipy': '1.15.0'}
+                 'scikit-learn': '1.6.1', 'scipy': '1.15.0',
+                 'safetensors': '0.6.2'}  # timm's requirement, so there wherever timm is
     for name, version in installed.items():
         _stub_distribution(site, name, version)
     # The build backend (no build isolation: offline), from this suite's venv.
@@ -132,10 +133,11 @@ def test_gpu_check_rehearsal_on_cpu(tmp_path):
     if python is None:
         pytest.skip('no python3.12 here (pyenv install 3.12)')
     cache = Path(os.environ.get('LAPE_MM_CACHE', os.path.expanduser('~/.cache/lape_mm'))) / 'gpu-image-py312'
-    if not (cache / 'complete').exists():  # once: from the registry into the local cache
+    complete = cache / 'complete'  # holds the GPU_IMAGE it was made for
+    if not complete.exists() or complete.read_text() != ' '.join(GPU_IMAGE):  # from the registry, once per image
         run([sys.executable, '-m', 'pip', 'download', '--quiet', '--no-deps', *WHEEL_TARGET, '-d', str(cache),
              *GPU_IMAGE], timeout=600)
-        (cache / 'complete').touch()
+        complete.write_text(' '.join(GPU_IMAGE))
     wheels = tmp_path / 'whl'
     prepared = run(['bash', 'scripts/prepare_gpu_wheels.sh', str(wheels)], timeout=300, cwd=ROOT,
                    env={**os.environ, 'PYTHON': sys.executable})
