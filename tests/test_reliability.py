@@ -128,7 +128,7 @@ def test_tools_test_refuses_checkpoint_without_pos_embed(tiny_ade, tmp_path):
     proc = run_process([sys.executable, 'tools/test.py', TINY, str(checkpoint), '--work-dir', str(tmp_path / 'w'),
                         *small_run_options(tiny_ade)])
     assert proc.returncode != 0 and not re.search(r'mIoU: [\d.]+', proc.stdout + proc.stderr)
-    assert re.search(r'CheckpointError: checkpoint .*no_pe\.pth does not fit the model:\n\s+1 model keys missing '
+    assert re.search(r'test\.py: error: checkpoint .*no_pe\.pth does not fit the model: 1 model keys missing '
                      r'from the checkpoint \(backbone: 1\): backbone\.pos_embed', proc.stderr), proc.stderr[-3000:]
 
 
