@@ -8,12 +8,16 @@ PYTEST_ARGS ?=
 setup:
 	@bash scripts/setup.sh
 
+# Two pytest workers (pytest-xdist), one thread each: one process used about one core of two, as
+# most slow tests wait on a subprocess or run small matrices; two threads per worker would oversubscribe.
+PYTEST := OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -n $${PYTEST_WORKERS:-2}
+
 test: setup
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PYTEST) $(PYTEST_ARGS)
 
 # The suite without the slow end-to-end runs through tools/ (for quick iterations).
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
 # The CUDA tests alone (tests/test_gpu.py, a few minutes on one GPU); without CUDA they are skipped.
 test-gpu: setup
