@@ -25,6 +25,12 @@ def check_int(name: str, value, low: int = 1) -> int:
     return value
 
 
+def check_choice(name: str, value, allowed: Sequence) -> None:
+    """``value`` must be one of ``allowed`` (a mode name such as ``pe_join``)."""
+    if value not in allowed:
+        raise ConfigError(f'unknown {name}={value!r}; choose one of {", ".join(map(repr, allowed))}')
+
+
 def check_fraction(name: str, value, high: float = 1.) -> float:
     """``value`` if it is a number in ``[0, high)``."""
     if not isinstance(value, Real) or isinstance(value, bool) or not 0 <= value < high:

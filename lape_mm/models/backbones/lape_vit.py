@@ -11,7 +11,7 @@ from mmengine.registry import MODELS
 from timm.layers import PatchEmbed, trunc_normal_
 from torch.func import functional_call
 
-from ..arguments import ConfigError, check_fraction, check_indices, check_int, check_size
+from ..arguments import ConfigError, check_choice, check_fraction, check_indices, check_int, check_size
 from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed, resize_pos_embed
 from .checkpoint_fit import load_pretrained, pretrained_checkpoint
 
@@ -22,11 +22,6 @@ ARCH_ZOO = {
     'base': dict(embed_dims=768, num_layers=12, num_heads=12),
     'large': dict(embed_dims=1024, num_layers=24, num_heads=16),
 }
-
-
-def _choice(name: str, value, allowed: Sequence) -> None:
-    if value not in allowed:
-        raise ConfigError(f'unknown {name}={value!r}; choose one of {", ".join(map(repr, allowed))}')
 
 
 def check_image_size(img: torch.Tensor, in_channels: int, patch_size: int, pad_to_patch: bool) -> torch.Tensor:
@@ -102,9 +97,9 @@ class LaPEViT(BaseModule):
                  pretrained: str | None = None,
                  init_cfg: dict | None = None):
         super().__init__(init_cfg=self._pretrained_to_init_cfg(pretrained, init_cfg))
-        _choice('arch', arch, tuple(ARCH_ZOO))
-        _choice('pe_join', pe_join, PE_JOINS)
-        _choice('pe_type', pe_type, PE_TYPES)
+        check_choice('arch', arch, tuple(ARCH_ZOO))
+        check_choice('pe_join', pe_join, PE_JOINS)
+        check_choice('pe_type', pe_type, PE_TYPES)
         self.img_size = check_size('img_size', img_size)
         for name, value, low in (('patch_size', patch_size, 1), ('in_channels', in_channels, 1),
                                  ('window_size', window_size, 0)):

@@ -11,9 +11,9 @@ from mmcv.cnn import build_norm_layer
 from mmengine.registry import MODELS
 from timm.layers import trunc_normal_
 
+from ..arguments import ConfigError, check_choice, check_int
 from ..layers.adapter_modules import Injector, InteractionBlock, SpatialPriorModule, deform_inputs, split_pyramid
 from ..layers.ms_deform_attn import MSDeformAttn
-from ..arguments import ConfigError, check_int
 from .lape_vit import LaPEViT
 
 ADAPTER_STRIDES = (4, 8, 16, 32)
@@ -64,8 +64,7 @@ class LaPEViTAdapter(LaPEViT):
         for name, value in (('conv_inplane', conv_inplane), ('n_points', n_points),
                             ('deform_num_heads', deform_num_heads)):
             check_int(name, value)
-        if vit_features not in VIT_FEATURES:
-            raise ConfigError(f'unknown vit_features={vit_features!r}; choose one of {VIT_FEATURES}')
+        check_choice('vit_features', vit_features, VIT_FEATURES)
         fixed = {'with_cls_token', 'output_cls_token', 'final_norm', 'out_indices', 'window_pad'} & set(vit_kwargs)
         if fixed:
             raise ConfigError(f'LaPEViTAdapter sets {sorted(fixed)} itself (patch tokens only, no final norm, '

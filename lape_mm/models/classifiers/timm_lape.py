@@ -10,6 +10,7 @@ from mmengine.logging import print_log
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ...checkpoint import safe_load, to_lape_state_dict
+from ..arguments import check_choice
 from ..backbones import LaPEViT, fit_state_dict
 from ..backbones.checkpoint_fit import check_state_dict
 
@@ -42,8 +43,7 @@ class LaPEVisionTransformer(LaPEViT):
         self.reset_classifier(num_classes)
 
     def _check_pool(self, global_pool: str) -> None:
-        if global_pool not in GLOBAL_POOLS:
-            raise ValueError(f'unknown global_pool={global_pool!r}; choose one of {GLOBAL_POOLS}')
+        check_choice('global_pool', global_pool, GLOBAL_POOLS)
         if global_pool == 'token' and self.cls_token is None:
             raise ValueError("global_pool='token' needs with_cls_token=True")
 

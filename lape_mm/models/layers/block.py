@@ -7,6 +7,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import Attention, DropPath, LayerScale, Mlp
 
+from ..arguments import check_choice
 from .window import window_partition, window_unpartition
 
 # fx leaves: the padding depends on concrete sizes.
@@ -49,8 +50,7 @@ class LaPEBlock(nn.Module):
         self.norm2 = norm_layer(dim)
         self.mlp = Mlp(dim, hidden_features=int(dim * mlp_ratio), drop=drop)
         self.pe_norm = norm_layer(dim) if with_pe_norm else None
-        if window_pad not in WINDOW_PADS:
-            raise ValueError(f'unknown window_pad={window_pad!r}; choose one of {WINDOW_PADS}')
+        check_choice('window_pad', window_pad, WINDOW_PADS)
         self.window_size, self.window_pad = window_size, window_pad
         scale = (lambda: LayerScale(dim, layer_scale_init)) if layer_scale_init is not None else nn.Identity
         self.ls1, self.ls2 = scale(), scale()
