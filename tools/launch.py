@@ -272,7 +272,7 @@ def configure_checkpoints(cfg: Config, resume: str | None) -> None:
     if path is None:
         _warn(f'--resume: no checkpoint in {cfg.work_dir} to resume from; training from the start')
         return
-    if is_local(path) and not osp.isfile(local_path(path)):
+    if is_missing_local_file(path):
         raise FileNotFoundError(f'--resume: checkpoint {path} does not exist')
     cfg.resume = True
     cfg.load_from = path
@@ -303,9 +303,11 @@ def dump_det_results(runner: Runner, out: str) -> None:
     runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
 
 
-def is_local(checkpoint: str) -> bool:
-    """A local path or ``file://`` URL, as opposed to what mmengine downloads (``https://``, ``s3://``...)."""
-    return '://' not in checkpoint or checkpoint.startswith('file://')
+def is_missing_local_file(checkpoint: str) -> bool:
+    """Whether ``checkpoint`` is a local path or ``file://`` URL that names no file (what mmengine
+    downloads, ``https://``, ``s3://``..., is checked when it is fetched)."""
+    is_local = '://' not in checkpoint or checkpoint.startswith('file://')
+    return is_local and not osp.isfile(local_path(checkpoint))
 
 
 def missing_pretrained(node) -> list[str]:
@@ -313,7 +315,7 @@ def missing_pretrained(node) -> list[str]:
     missing = []
     if isinstance(node, dict):
         path = pretrained_checkpoint(node.get('init_cfg'))
-        if path is not None and is_local(path) and not osp.isfile(local_path(path)):
+        if path is not None and is_missing_local_file(path):
             missing.append(path)
         for value in node.values():
             missing += missing_pretrained(value)

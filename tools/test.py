@@ -6,9 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from lape_mm.checkpoint import local_path  # noqa: E402
 from tools.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
-                          dump_det_results, is_local, load_config, parse_runner_args)
+                          dump_det_results, is_missing_local_file, load_config, parse_runner_args)
 from tools.cli import run_main  # noqa: E402
 
 
@@ -20,7 +19,7 @@ def main() -> None:
     parser.add_argument('--show-dir', help='folder for images with predictions drawn on them')
     add_runner_args(parser)
     args = parse_runner_args(parser)
-    if is_local(args.checkpoint) and not os.path.isfile(local_path(args.checkpoint)):
+    if is_missing_local_file(args.checkpoint):
         raise FileNotFoundError(f'checkpoint {args.checkpoint} does not exist')
     cfg = load_config(args.config, args.cfg_options, args.launcher, args.work_dir)
     cfg.load_from = args.checkpoint
