@@ -89,5 +89,6 @@ def export_checked(model, out: str, example: tuple[int, int], multiple: int, siz
     finally:
         shutil.rmtree(staging, ignore_errors=True)
 
+
 if __name__ == '__main__':
     run_main(main)

@@ -6,7 +6,6 @@ the same variables from this module and starts a gloo process group itself.
 """
 from __future__ import annotations
 
-import os
 import subprocess
 from typing import Mapping
 

@@ -8,5 +8,5 @@ from .rng_state_hook import RNGStateHook
 from .strict_checkpoint import StrictCheckpointHook, check_checkpoint_fits
 
 __all__ = ['NO_WEIGHT_DECAY', 'AtomicLocalBackend', 'AutocastOptimWrapper', 'FSDP2Strategy',
-           'LayerDecayOptimWrapperConstructor', 'PruneAfterSaveCheckpointHook', 'RNGStateHook', 'StrictCheckpointHook', 'check_checkpoint_fits',
-           'patch_mmcv_cpu_amp_ops', 'use_atomic_local_backend', 'vit_layer_id']
+           'LayerDecayOptimWrapperConstructor', 'PruneAfterSaveCheckpointHook', 'RNGStateHook', 'StrictCheckpointHook',
+           'check_checkpoint_fits', 'patch_mmcv_cpu_amp_ops', 'use_atomic_local_backend', 'vit_layer_id']
