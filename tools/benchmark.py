@@ -33,7 +33,7 @@ from tools.analysis.benchmark import AMP_DTYPES, BenchmarkResult, BenchmarkSetti
 from tools.analysis.benchmark_models import BACKBONES  # noqa: E402
 from tools.analysis.benchmark_report import ratio_lines, write_report  # noqa: E402
 from lape_mm.models.backbones import ARCH_ZOO  # noqa: E402
-from tools.cli import run_main  # noqa: E402
+from tools.cli import int_at_least, run_main  # noqa: E402
 
 SEGMENTORS = {
     'upernet-lape': os.path.join(ROOT, 'configs/upernet_lape_vit_b.py'),
@@ -47,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument('--out', required=True, help='folder for benchmark.md / .png / .json')
     parser.add_argument('--size', type=int, nargs=2, default=(512, 512), metavar=('H', 'W'))
     parser.add_argument('--batch', type=int, default=1)
-    parser.add_argument('--threads', type=int, help='torch CPU threads (default: torch\'s choice)')
+    parser.add_argument('--threads', type=int_at_least(1), help='torch CPU threads (default: torch\'s choice)')
     parser.add_argument('--repeats', type=int, default=5, help='timed runs per model; the median is reported')
     parser.add_argument('--warmup', type=int, default=1)
     parser.add_argument('--arch', choices=tuple(ARCH_ZOO), default='base', help='backbone width (not --segmentor)')

@@ -6,6 +6,7 @@ itself, and mmengine's Runner lets every exception through.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import Callable
@@ -16,6 +17,17 @@ USAGE_ERROR = 2  # argparse's exit code for a bad command line
 # that tools which do not need lape_mm, such as the tiny data makers, do not import torch for this.
 _USER_ERRORS = (('lape_mm.checkpoint', 'CheckpointError'), ('lape_mm.datasets', 'DatasetError'),
                 ('lape_mm.models.arguments', 'ConfigError'), ('tools.work_dir', 'WorkDirBusyError'))
+
+
+def int_at_least(low: int) -> Callable[[str], int]:
+    """An argparse ``type``: an int >= ``low`` (a count of 0 or -1 is a usage error, not a traceback)."""
+    def parse(text: str) -> int:
+        value = int(text)
+        if value < low:
+            raise argparse.ArgumentTypeError(f'must be >= {low}, got {value}')
+        return value
+    parse.__name__ = 'int'  # argparse's "invalid int value: 'x'"
+    return parse
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

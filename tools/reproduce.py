@@ -18,7 +18,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 import torch  # noqa: E402
 
 from tools.study import FULL, QUICK, reproduce  # noqa: E402
-from tools.cli import run_main  # noqa: E402
+from tools.cli import int_at_least, run_main  # noqa: E402
 
 
 RESULTS = Path(__file__).resolve().parents[1] / 'docs/figures/reproduction'  # the committed results
@@ -28,7 +28,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--out', help='folder for results.md/json and PNGs (default: docs/figures/reproduction, '
                                       'with --quick work_dirs/reproduce_quick)')
-    parser.add_argument('--threads', type=int, default=2, help='torch threads (the numbers were made with 2)')
+    parser.add_argument('--threads', type=int_at_least(1), default=2,
+                        help='torch threads (the numbers were made with 2)')
     parser.add_argument('--quick', action='store_true', help='a few seconds on a sliver of data (a smoke test)')
     args = parser.parse_args()
     if args.quick and args.out and Path(args.out).resolve() == RESULTS:

@@ -1,8 +1,9 @@
-"""Which folder a tiny data maker may write into: an empty one, or a tiny set of the same kind.
+"""Which folder a tiny data maker may write into, and what it may replace there.
 
 Writing into any other folder would overwrite a user's files of the same names (a real ADE20K has
 exactly the tiny set's file names) and mix the rest into the new set. Each tiny set marks its folder
-(:data:`MARKER`), so that making it again replaces it.
+(:data:`MARKER`), so that making it again replaces it: only the entries the set itself consists of
+(:data:`OWN_ENTRIES`); anything else a user keeps there (notes, a work_dirs/) stays.
 """
 from __future__ import annotations
 
@@ -10,6 +11,12 @@ import shutil
 from pathlib import Path
 
 MARKER = '.lape_mm_tiny_dataset'  # holds the kind: 'ade', 'coco' or 'imagenet'
+# What each kind writes into its folder, besides the marker.
+OWN_ENTRIES = {
+    'ade': ('ADEChallengeData2016',),
+    'coco': ('annotations/instances_train2017.json', 'annotations/instances_val2017.json', 'train2017', 'val2017'),
+    'imagenet': ('train', 'val'),
+}
 
 
 def mark(out: str | Path, kind: str) -> None:
@@ -20,18 +27,23 @@ def mark(out: str | Path, kind: str) -> None:
 
 def claim_folder(out: str | Path, kind: str, force: bool = False) -> None:
     """Make ``out`` ready for a new tiny set of ``kind``: refuse (FileExistsError) a non-empty folder
-    that is not one, unless ``force``; empty the folder otherwise, so no earlier file remains."""
+    that is not one, unless ``force``; delete the entries of :data:`OWN_ENTRIES` otherwise, so that no
+    file of an earlier set remains, and leave everything else."""
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise FileExistsError(f'{out} is a file, not a folder; give a folder for the tiny {kind} set')
     if not out.is_dir() or not any(out.iterdir()):
         return
     found = (out / MARKER).read_text().strip() if (out / MARKER).is_file() else None
+    own = ', '.join(OWN_ENTRIES[kind])
     if found != kind and not force:
         names = sorted(p.name for p in out.iterdir())[:3]
         held = f'a tiny {found} set' if found else f'files that are not a tiny dataset (e.g. {names})'
         raise FileExistsError(f'{out} is not empty: it holds {held}; a tiny {kind} set written there would overwrite '
                               f'files of the same names and mix with the rest. Give an empty or new folder, or '
-                              f'--force to delete everything in {out} and replace it')
-    for path in out.iterdir():
-        shutil.rmtree(path) if path.is_dir() and not path.is_symlink() else path.unlink()
+                              f'--force to replace {own} in {out}')
+    for path in (out / name for name in OWN_ENTRIES[kind]):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
