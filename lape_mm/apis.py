@@ -3,6 +3,7 @@
 Stock inferencers load weights with ``strict=False``: a checkpoint of another model only logs its mismatched
 keys and then predicts with random weights. Results are written through a temporary file renamed over
 the output, so a failed write never leaves an existing file empty."""
+import io
 import os
 from pathlib import Path
 
@@ -37,8 +38,8 @@ class StrictDetInferencer(StrictWeights, DetInferencer):
 
 
 def output_format(out: str | Path, image: str | Path | None = None) -> str:
-    """PIL's format for writing ``out``, named by its extension; ValueError for no or an unknown
-    extension, or for ``out`` being the input ``image`` (the result would replace the photo)."""
+    """PIL's format for writing ``out``, named by its extension; ValueError for no extension, one PIL
+    cannot write colour images in, or for ``out`` being the input ``image`` (the result would replace the photo)."""
     out = Path(out)
     if image is not None and out.exists() and Path(image).exists() and out.samefile(image):
         raise ValueError(f'the output {out} is the input image: writing it would replace the photo; '
@@ -47,8 +48,10 @@ def output_format(out: str | Path, image: str | Path | None = None) -> str:
         raise ValueError(f'the output {out} has no extension: name it .png (pixel values are the class ids) '
                          f'or .jpg/.webp (colours only)')
     fmt = Image.registered_extensions().get(out.suffix.lower())
-    if fmt not in Image.SAVE:
-        raise ValueError(f'cannot write {out.suffix} images; name the output .png, .jpg or .webp')
+    try:  # what we write: RGB (a palette PNG too); PIL has writers, e.g. XBM, that take 1-bit images only
+        Image.new('RGB', (1, 1)).save(io.BytesIO(), format=fmt)
+    except (KeyError, OSError, ValueError):
+        raise ValueError(f'cannot write {out.suffix} images; name the output .png, .jpg or .webp') from None
     return fmt
 
 

@@ -2,15 +2,17 @@
 the input image and is written in its extension's format; the tiny data makers refuse folders holding
 other files; ``reproduce.py --quick`` keeps off the committed results."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from lape_mm.apis import output_format, save_colour_mask, save_image
 from tools.tiny_data.ade import OBJECT_CLASSES
 
-from conftest import ROOT
+from conftest import ROOT, tiny_vit_kwargs
 from tiny_runs import TINY_SEG as TINY
 from test_user_errors import assert_one_line_usage_error, run_tool_here
 
@@ -100,6 +102,19 @@ def test_tiny_makers_replace_their_own_set_and_refuse_another_kind(capsys, tmp_p
     assert_one_line_usage_error(code, err, 'it holds a tiny coco set')
 
 
+@pytest.mark.parametrize('kind, own', [('ade', 'ADEChallengeData2016/images/training'), ('coco', 'train2017'),
+                                       ('imagenet', 'train/n00000000')])
+def test_tiny_makers_replace_only_their_own_files(capsys, tmp_path, kind, own):
+    assert run_tool_here(capsys, f'make_tiny_{kind}', str(tmp_path), '--train', '3', '--val', '1')[0] == 0
+    (tmp_path / 'notes.txt').write_text('the user\'s notes')
+    (tmp_path / 'work_dirs').mkdir()
+    (tmp_path / 'work_dirs/iter_100.pth').write_bytes(b'a checkpoint')
+    assert _make(capsys, kind, tmp_path)[0] == 0  # again, smaller: the earlier set's extra files go
+    assert len(list((tmp_path / own).iterdir())) == 1
+    assert (tmp_path / 'notes.txt').read_text() == 'the user\'s notes'
+    assert (tmp_path / 'work_dirs/iter_100.pth').read_bytes() == b'a checkpoint'
+
+
 @pytest.mark.parametrize('option', ['--train', '--val', '--seed'])
 def test_tiny_makers_refuse_negative_counts_and_seeds(capsys, tmp_path, option):
     code, err = run_tool_here(capsys, 'make_tiny_ade', str(tmp_path / 'new'), option, '-1')
@@ -119,3 +134,93 @@ def test_reproduce_quick_writes_to_a_work_dir(monkeypatch, capsys, tmp_path):
     code, err = run_tool_here(capsys, 'reproduce', '--quick', '--out', results)
     assert_one_line_usage_error(code, err, '--quick would replace the committed results')
     assert written == ['work_dirs/reproduce_quick']
+
+
+# --- tools/test.py --out DIR ------------------------------------------------------------------------------
+
+def _test_out(capsys, tmp_path, data_root, out, config: str = TINY) -> tuple[int, str]:
+    checkpoint = tmp_path / 'iter_4.pth'
+    checkpoint.write_bytes(b'refused before it is read')
+    return run_tool_here(capsys, 'test', str(ROOT / config), str(checkpoint), '--out', str(out), '--work-dir',
+                         str(tmp_path / 'work'), '--cfg-options', f'test_dataloader.dataset.data_root={data_root}')
+
+
+@pytest.mark.parametrize('folder', ['annotations/validation', 'images/validation', '.', 'annotations/validation/new'])
+def test_tools_test_refuses_to_write_predictions_into_its_dataset(capsys, tmp_path, tiny_ade, folder):
+    labels = {p: p.read_bytes() for p in (tiny_ade / 'annotations/validation').iterdir()}
+    code, err = _test_out(capsys, tmp_path, tiny_ade, tiny_ade / folder)
+    assert_one_line_usage_error(code, err, 'lies in the dataset folder', 'give a folder outside it')
+    assert {p: p.read_bytes() for p in (tiny_ade / 'annotations/validation').iterdir()} == labels
+    assert not (tiny_ade / 'annotations/validation/new').exists()
+
+
+def test_tools_test_refuses_a_folder_of_other_files(capsys, tmp_path, tiny_ade):
+    out = tmp_path / 'mine'
+    out.mkdir()
+    (out / 'ADE_val_00000001.png').write_bytes(b'a label map of the user')  # not marked: not ours
+    code, err = _test_out(capsys, tmp_path, tiny_ade, out)
+    assert_one_line_usage_error(code, err, f'--out {out} holds files tools/test.py did not write')
+    assert (out / 'ADE_val_00000001.png').read_bytes() == b'a label map of the user'
+
+
+def test_prediction_folders_are_new_empty_or_written_by_an_earlier_run(tmp_path):
+    from tools.outputs import PREDICTIONS_MARKER, claim_prediction_folder
+    dataset = [tmp_path / 'data']
+    claim_prediction_folder(tmp_path / 'new/preds', dataset)  # made, and marked
+    assert [p.name for p in (tmp_path / 'new/preds').iterdir()] == [PREDICTIONS_MARKER]
+    (tmp_path / 'new/preds/ADE_val_00000001.png').write_bytes(b'a prediction')
+    claim_prediction_folder(tmp_path / 'new/preds', dataset)  # its own PNGs: written again
+    (tmp_path / 'new/preds/notes.txt').write_text('the user\'s')
+    with pytest.raises(FileExistsError, match=r"holds files tools/test.py did not write \(e.g. \['notes.txt'\]\)"):
+        claim_prediction_folder(tmp_path / 'new/preds', dataset)
+    (tmp_path / 'empty').mkdir()
+    claim_prediction_folder(tmp_path / 'empty', dataset)
+    (tmp_path / 'file').write_text('')
+    with pytest.raises(FileExistsError, match='is a file'):
+        claim_prediction_folder(tmp_path / 'file', dataset)
+
+
+def test_dataset_folders_of_a_config_include_wrapped_datasets():
+    from tools.outputs import dataset_folders
+    cfg = dict(train_dataloader=dict(dataset=dict(type='RepeatDataset', dataset=dict(
+                   data_root='d', data_prefix=dict(img_path='images/training', seg_map_path='ann/training')))),
+               val_dataloader=dict(dataset=dict(data_root='', data_prefix='val')),  # mmpretrain: a str prefix
+               test_dataloader=None)
+    assert dataset_folders(cfg) == [Path('d'), Path('d/images/training'), Path('d/ann/training'), Path('val')]
+
+
+# --- no tool writes over a file it reads ------------------------------------------------------------------
+
+def test_export_onnx_refuses_to_write_over_its_checkpoint(capsys, tmp_path):
+    checkpoint = tmp_path / 'mine.pth'
+    checkpoint.write_bytes(b'110 MB of training')
+    code, err = run_tool_here(capsys, 'export_onnx', str(ROOT / TINY), str(checkpoint), '--backbone-only',
+                              '--out', str(tmp_path / '.' / 'mine.pth'))
+    assert_one_line_usage_error(code, err, 'is the checkpoint this tool reads')
+    assert checkpoint.read_bytes() == b'110 MB of training'
+
+
+def test_convert_checkpoint_refuses_its_source_and_a_folder(capsys, tmp_path):
+    from lape_mm import LaPEViT
+    source = tmp_path / 'vit.pth'
+    torch.save({'state_dict': LaPEViT(**tiny_vit_kwargs()).state_dict()}, source)
+    before = source.read_bytes()
+    code, err = run_tool_here(capsys, 'convert_checkpoint', str(source), str(source))
+    assert_one_line_usage_error(code, err, 'is the source checkpoint SRC this tool reads')
+    code, err = run_tool_here(capsys, 'convert_checkpoint', str(source), str(tmp_path))
+    assert_one_line_usage_error(code, err, f'DST {tmp_path} is a folder')
+    assert source.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ['vit.pth']
+
+
+@pytest.mark.parametrize('out, message', [('none.pth', '--out {} is the checkpoint this tool reads'),
+                                          ('folder', '--out {} is a folder'),
+                                          ('mask.xbm', 'cannot write .xbm images')])
+def test_infer_refuses_outputs_it_could_not_or_must_not_write(capsys, tmp_path, out, message):
+    image, checkpoint = tmp_path / 'photo.jpg', tmp_path / 'none.pth'
+    Image.new('RGB', (64, 64)).save(image)
+    checkpoint.write_bytes(b'weights')
+    (tmp_path / 'folder').mkdir()
+    code, err = run_tool_here(capsys, 'infer', str(ROOT / TINY), str(checkpoint), str(image),
+                              '--out', str(tmp_path / out))
+    assert_one_line_usage_error(code, err, message.format(tmp_path / out))
+    assert checkpoint.read_bytes() == b'weights' and not (tmp_path / 'mask.xbm').exists()

@@ -24,6 +24,7 @@ import torch  # noqa: E402
 from lape_mm.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
 from lape_mm.models.layers import build_fixed_pos_embed, infer_grid, resize_pos_embed  # noqa: E402
 from tools.cli import run_main  # noqa: E402
+from tools.outputs import refuse_overwriting_inputs  # noqa: E402
 
 SAFETENSORS_SUFFIX = '.safetensors'
 
@@ -96,6 +97,7 @@ def main() -> None:
     if args.img_size and (len(args.img_size) > 2 or any(s < 1 or s % patch_size for s in args.img_size)):
         parser.error(f'--img-size takes H [W], positive multiples of the patch size {patch_size} (LaPEViT refuses '
                      f'other sizes), got {args.img_size}')
+    refuse_overwriting_inputs('DST', args.dst, {'source checkpoint SRC': args.src})
     fmt = convert(args.src, args.dst, args.prefix, args.img_size, patch_size, args.to)
     print(f'{args.src} ({fmt}) -> {args.dst} ({args.to} layout)')
 

@@ -24,6 +24,7 @@ from tools.analysis.onnx_export import export_onnx, onnx_max_error  # noqa: E402
 from tools.launch import load_config  # noqa: E402
 from lape_mm.models.backbones import load_pretrained  # noqa: E402
 from tools.cli import run_main  # noqa: E402
+from tools.outputs import refuse_overwriting_inputs  # noqa: E402
 
 
 def main() -> None:
@@ -43,6 +44,8 @@ def main() -> None:
     out_dir = os.path.dirname(os.path.abspath(args.out))
     if not os.path.isdir(out_dir):  # checked now: the export takes a while before it writes
         sys.exit(f'--out folder {out_dir} does not exist; create it first (mkdir -p {out_dir})')
+    for out in (args.out, f'{args.out}.data'):  # the model, and its weights when they go to an external file
+        refuse_overwriting_inputs('--out', out, {'checkpoint': args.checkpoint, 'config': args.config})
 
     cfg = load_config(args.config, {'model.pretrained': None, 'model.backbone.init_cfg': None})
     if cfg.get('default_scope') == 'mmdet' and not args.backbone_only:

@@ -3,7 +3,8 @@
 A segmentation config writes a colour-coded mask: a .png keeps the class ids as pixel values (a
 palette PNG); .jpg and .webp hold the colours only (lossy), with no class ids to read back. A
 detection config (mmdet scope) writes the image with its detections drawn on it. The format follows
---out's extension; the file is written whole or not at all, and never over the input image.
+--out's extension; the file is written whole or not at all, and never over the image, checkpoint
+or config it reads.
 """
 import argparse
 import os
@@ -16,6 +17,7 @@ import numpy as np  # noqa: E402
 from lape_mm.apis import detect_image, output_format, segment_image  # noqa: E402
 from tools.launch import load_config  # noqa: E402
 from tools.cli import run_main  # noqa: E402
+from tools.outputs import refuse_overwriting_inputs  # noqa: E402
 
 
 def segment(args: argparse.Namespace) -> None:
@@ -43,6 +45,7 @@ def main() -> None:
     args = parser.parse_args()
     is_detector = load_config(args.config).get('default_scope') == 'mmdet'
     args.out = args.out or ('detections.jpg' if is_detector else 'mask.png')
+    refuse_overwriting_inputs('--out', args.out, {'checkpoint': args.checkpoint, 'config': args.config})
     try:
         output_format(args.out, args.image)
     except ValueError as err:
