@@ -14,6 +14,7 @@ import torch
 
 from conftest import ROOT, free_port, kill_process_group
 from lape_mm.checkpoint import safe_load
+from lape_mm.models.arguments import ConfigError
 from tiny_runs import UPERNET, cfg_options
 
 DIST_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
@@ -100,7 +101,7 @@ def test_slurm_launcher_without_cuda_is_gloo_with_cuda_mmengines(slurm_task, cud
 
 def test_slurm_launcher_outside_slurm_names_the_fix(monkeypatch):
     from tools.slurm_env import slurm_dist_env
-    with pytest.raises(RuntimeError, match='SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST is not set: start the job '
+    with pytest.raises(ConfigError, match='SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST is not set: start the job '
                                            'with srun'):
         slurm_dist_env({})
 
@@ -185,6 +186,40 @@ def test_dist_scripts_pass_nodes_and_restarts_to_torchrun(script_tree):
                         '--launcher', 'pytorch']
     shutil.rmtree(script_tree / 'repo' / '.venv')  # no venv: `python` from PATH
     assert _script_args(script_tree, 'dist_test.sh', 'cfg.py', 'ckpt.pth', '2')[0] == str(script_tree / 'bin' / 'python')
+
+
+def _script_error(tree: Path, script: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    """A launch script that refuses its arguments: exit code 2, one line naming the fix, nothing launched."""
+    env = {**{k: v for k, v in os.environ.items() if k not in ('GPUS', 'NTASKS_PER_NODE', 'CPUS_PER_TASK')},
+           'PATH': f'{tree / "bin"}{os.pathsep}{os.environ["PATH"]}', **env}
+    proc = subprocess.run(['bash', str(tree / 'repo' / 'tools' / script), *args], env=env, capture_output=True,
+                          text=True, timeout=30)
+    assert proc.returncode == 2 and proc.stdout == '' and len(proc.stderr.strip().splitlines()) == 1, proc
+    assert proc.stderr.startswith(f'{script}: error: '), proc.stderr
+    return proc
+
+
+@pytest.mark.parametrize('script, args, given', [
+    ('dist_train.sh', ['cfg.py'], ''), ('dist_train.sh', ['cfg.py', '0'], '0'),
+    ('dist_train.sh', ['cfg.py', 'two'], 'two'), ('dist_test.sh', ['cfg.py', 'c.pth'], '')])
+def test_dist_scripts_name_a_missing_or_zero_process_count(script_tree, script, args, given):
+    err = _script_error(script_tree, script, *args).stderr
+    assert 'GPUS must be the number of processes per node, 1 or more' in err and f"got '{given}'" in err
+
+
+def test_slurm_scripts_refuse_more_cpus_than_a_node_of_the_partition_has(script_tree):
+    """The default CPUS_PER_TASK=5 on a partition of 2-CPU nodes would wait in the queue forever."""
+    sinfo = script_tree / 'bin' / 'sinfo'
+    sinfo.write_text('#!/bin/sh\n[ "$*" = "-h -N -p part -o %c" ] && printf "2\\n2\\n"\n')
+    sinfo.chmod(0o755)
+    for script, extra in (('slurm_train.sh', 'work'), ('slurm_test.sh', 'ckpt.pth')):
+        err = _script_error(script_tree, script, 'part', 'job', 'cfg.py', extra, GPUS='0').stderr
+        assert 'ask for 5 CPUs on a node (CPUS_PER_TASK=5), but the nodes of partition part have at most 2' in err
+    err = _script_error(script_tree, 'slurm_train.sh', 'part', 'job', 'cfg.py', GPUS='0', NTASKS_PER_NODE='2',
+                        CPUS_PER_TASK='2').stderr
+    assert 'ask for 4 CPUs on a node (CPUS_PER_TASK=2)' in err
+    args = _script_args(script_tree, 'slurm_train.sh', 'part', 'job', 'cfg.py', GPUS='0', CPUS_PER_TASK='2')
+    assert '--cpus-per-task=2' in args  # fits: srun runs
 
 
 # --- torchrun restarts: which checkpoint a restarted group resumes from -------------------------------

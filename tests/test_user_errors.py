@@ -152,3 +152,56 @@ def test_cpu_switches_are_each_logged_once_as_a_warning(monkeypatch):
     for switch in ('gloo instead of nccl', 'SyncBN layer configs with BN', 'bf16 autocast'):
         assert len([msg for msg in warnings if switch in msg]) == 1, warnings
     assert cfg.env_cfg.dist_cfg.backend == 'gloo' and cfg.optim_wrapper.dtype == 'bfloat16'
+
+
+# --- raw cases that end as one named line -------------------------------------------------------------
+
+DET_TINY = 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py'
+
+
+def test_tools_test_names_a_detection_out_that_is_not_a_pickle(capsys, tmp_path):
+    checkpoint = tmp_path / 'epoch_1.pth'
+    checkpoint.write_bytes(b'refused before it is read')
+    code, err = run_tool_here(capsys, 'test', str(ROOT / DET_TINY), str(checkpoint), '--out',
+                              str(tmp_path / 'res.json'), '--work-dir', str(tmp_path))
+    assert_one_line_usage_error(code, err, '--out for a detection config is a .pkl file', '--out results.pkl')
+
+
+def test_reproduce_refuses_zero_threads(capsys):
+    assert_one_line_usage_error(*run_tool_here(capsys, 'reproduce', '--threads', '0'),
+                                'argument --threads: must be >= 1, got 0')
+
+
+@pytest.mark.parametrize('options, fragments', [
+    (['model.backbone.out_indices=3'], ['model.backbone.out_indices=3 gives 1 feature map(s), but model.neck '
+                                        '(MultiLevelNeck) takes 4 (in_channels=[192, 192, 192, 192])']),
+    (['model.backbone.in_channels=1'], ['expected images [B, 1, H, W], got', 'set in_channels']),
+    (['model.backbone.num_heads=5'], ['num_heads=5 does not divide embed_dims=192']),
+    (['model.backbone.mlp_ratio=0'], ['mlp_ratio must be a number > 0, got 0']),
+])
+def test_model_arguments_that_cannot_work_are_one_line(capsys, options, fragments):
+    code, err = run_tool_here(capsys, 'get_flops', str(ROOT / TINY), '--shape', '64', '--cfg-options', *options)
+    assert_one_line_usage_error(code, err, 'get_flops.py: error:', *fragments)
+
+
+@pytest.mark.parametrize('config, option, message', [
+    (DET_TINY, 'train_cfg.max_iters=100', 'train_cfg.max_iters does not apply here: this config counts its run in '
+                                          'epochs (train_cfg.type=EpochBasedTrainLoop); set train_cfg.max_epochs=N'),
+    (TINY, 'train_cfg.max_epochs=1', 'train_cfg.max_epochs does not apply here: this config counts its run in '
+                                     'iters (train_cfg.type=IterBasedTrainLoop); set train_cfg.max_iters=N'),
+    ('configs/pretrain/lape_deit_tiny_tiny-imagenet.py', 'train_cfg.max_iters=5',
+     'counts its run in epochs (train_cfg.by_epoch=True); set train_cfg.max_epochs=N'),
+    (TINY, 'train_cfg.val_interval=0', 'train_cfg.val_interval must be an integer >= 1, got 0'),
+])
+def test_schedule_keys_the_loop_cannot_take_are_one_line(capsys, tmp_path, config, option, message):
+    code, err = run_tool_here(capsys, 'train', str(ROOT / config), '--work-dir', str(tmp_path), '--cfg-options', option)
+    assert_one_line_usage_error(code, err, 'train.py: error:', message)
+    assert not list(tmp_path.iterdir())  # refused before the work dir was claimed
+
+
+def test_slurm_launcher_outside_srun_is_one_line(capsys, monkeypatch, tmp_path):
+    for name in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST'):
+        monkeypatch.delenv(name, raising=False)
+    code, err = run_tool_here(capsys, 'train', str(ROOT / TINY), '--launcher', 'slurm', '--work-dir', str(tmp_path))
+    assert_one_line_usage_error(code, err, 'SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST is not set: start the job '
+                                           'with srun')

@@ -6,8 +6,9 @@
 # resume from the newest complete checkpoint this job wrote (docs/distributed.md).
 # PYTHON: the interpreter (default: the project's .venv/bin/python if it exists, else python).
 source "$(dirname "$0")/launch_env.sh"
-CONFIG=$1
-GPUS=$2
+CONFIG=${1:-}
+GPUS=${2:-}
+need_process_count "$GPUS" "tools/dist_train.sh CONFIG GPUS [train.py args]"
 # tools/train.py resumes from a checkpoint written after this moment: one of this job's.
 export LAPE_MM_LAUNCH_TIME=$(date +%s.%N)
 if (( ${MAX_RESTARTS:-0} > 0 )); then

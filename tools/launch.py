@@ -23,9 +23,9 @@ from mmengine.runner import Runner
 
 from lape_mm.checkpoint import local_path
 from lape_mm.engine import StrictCheckpointHook
-from lape_mm.models.arguments import ConfigError
+from lape_mm.models.arguments import ConfigError, check_int, check_neck_inputs
 from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
-from .slurm_env import slurm_dist_env
+from .slurm_env import check_slurm_task, slurm_dist_env
 from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
                         remove_stale_temporaries)
 
@@ -137,7 +137,10 @@ def load_config(path: str, cfg_options: dict | None = None, launcher: str | None
     if cfg_options:
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope') or (path.split('::')[0] if '::' in path else 'mmseg'))
+    check_neck_inputs(cfg.get('model') or {})
     if launcher is not None:
+        if launcher == 'slurm':
+            check_slurm_task(os.environ)
         cfg.launcher = launcher
         set_work_dir(cfg, path, work_dir)
         if not torch.cuda.is_available():
@@ -154,13 +157,25 @@ def set_pretrained(cfg: Config, checkpoint: str) -> None:
 
 
 def schedule_length(cfg: Config) -> tuple[str, int]:
-    """``('max_iters', N)`` or ``('max_epochs', N)`` of ``train_cfg``; N must be positive (0 or -1
-    would train nothing and exit as if it had succeeded)."""
+    """``('max_iters', N)`` or ``('max_epochs', N)`` of ``train_cfg``: the key its loop counts in (the other
+    one is refused: mmengine's loops fail on it with a TypeError), N positive (0 or -1 would train
+    nothing and exit as if it had succeeded); and ``val_interval``, if given, positive."""
     train_cfg = cfg.get('train_cfg') or {}
-    key = 'max_iters' if 'max_iters' in train_cfg else 'max_epochs'
+    loop = str(train_cfg.get('type', '')).split('.')[-1]
+    by_epoch = {'EpochBasedTrainLoop': True, 'IterBasedTrainLoop': False}.get(loop, train_cfg.get('by_epoch'))
+    if by_epoch is None:  # another loop type: the key it was given
+        key = 'max_iters' if 'max_iters' in train_cfg else 'max_epochs'
+    else:
+        key, other = ('max_epochs', 'max_iters') if by_epoch else ('max_iters', 'max_epochs')
+        if other in train_cfg:
+            counted = f'train_cfg.type={loop}' if loop else f'train_cfg.by_epoch={by_epoch}'
+            raise ConfigError(f'train_cfg.{other} does not apply here: this config counts its run in '
+                              f'{key[4:]} ({counted}); set train_cfg.{key}=N instead')
     length = train_cfg.get(key)
     if not isinstance(length, int) or isinstance(length, bool) or length < 1:
         raise ConfigError(f'train_cfg.{key} must be a positive integer, got {length!r}')
+    if 'val_interval' in train_cfg:
+        check_int('train_cfg.val_interval', train_cfg['val_interval'])
     return key, length
 
 
@@ -298,8 +313,6 @@ def configure_test_outputs(cfg: Config, show_dir: str | None, out: str | None) -
 
 def dump_det_results(runner: Runner, out: str) -> None:
     from mmdet.evaluation import DumpDetResults
-    if not out.endswith(('.pkl', '.pickle')):
-        raise ValueError(f'--out for detection must be a .pkl file, got {out}')
     runner.test_evaluator.metrics.append(DumpDetResults(out_file_path=out))
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import subprocess
 from typing import Mapping
 
+from lape_mm.models.arguments import ConfigError
+
 DEFAULT_PORT_BASE = 15000  # MASTER_PORT = 15000 + job id % 10000 unless set
 
 
@@ -18,9 +20,17 @@ def first_host(node_list: str) -> str:
         out = subprocess.run(['scontrol', 'show', 'hostnames', node_list], capture_output=True, text=True,
                              timeout=60, check=True).stdout
     except (OSError, subprocess.SubprocessError) as error:
-        raise RuntimeError(f'cannot expand SLURM_NODELIST={node_list!r} with `scontrol show hostnames` '
-                           f'({error}); set MASTER_ADDR to the first node\'s address') from None
+        raise ConfigError(f'cannot expand SLURM_NODELIST={node_list!r} with `scontrol show hostnames` '
+                          f'({error}); set MASTER_ADDR to the first node\'s address') from None
     return out.split()[0]
+
+
+def check_slurm_task(environ: Mapping[str, str]) -> None:
+    """ConfigError unless this process is a Slurm task (srun sets its variables); with or without CUDA."""
+    missing = [name for name in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST') if name not in environ]
+    if missing:
+        raise ConfigError(f'--launcher slurm needs the Slurm task variables, but {", ".join(missing)} '
+                          f'is not set: start the job with srun (tools/slurm_train.sh), or use --launcher pytorch')
 
 
 def slurm_dist_env(environ: Mapping[str, str], port: int | None = None) -> dict[str, str]:
@@ -32,10 +42,7 @@ def slurm_dist_env(environ: Mapping[str, str], port: int | None = None) -> dict[
     neither, mmengine takes 29500 and we take 15000 + job id % 10000, the same for every task of a
     job, so that the CPU jobs sharing a node do not all want one port.
     """
-    missing = [name for name in ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_NODELIST') if name not in environ]
-    if missing:
-        raise RuntimeError(f'--launcher slurm needs the Slurm task variables, but {", ".join(missing)} '
-                           f'is not set: start the job with srun (tools/slurm_train.sh), or use --launcher pytorch')
+    check_slurm_task(environ)
     if port is None:
         port = environ.get('MASTER_PORT') or DEFAULT_PORT_BASE + int(environ.get('SLURM_JOB_ID', 0)) % 10000
     return {'RANK': environ['SLURM_PROCID'], 'WORLD_SIZE': environ['SLURM_NTASKS'],

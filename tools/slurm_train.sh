@@ -5,7 +5,7 @@
 # CPUS_PER_TASK (default 5), SRUN_ARGS (more srun options), MASTER_PORT (default: from the job id
 # without CUDA, mmengine's choice with CUDA), PYTHON: see docs/distributed.md.
 source "$(dirname "$0")/launch_env.sh"
-srun_command
+srun_command "${1:-}"
 PARTITION=$1
 JOB_NAME=$2
 CONFIG=$3

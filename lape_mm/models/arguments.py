@@ -7,7 +7,7 @@ to its first two entries, ``out_indices='3'`` failed deep inside with a bare Typ
 from __future__ import annotations
 
 from numbers import Real
-from typing import Sequence
+from typing import Mapping, Sequence
 
 
 class ConfigError(ValueError):
@@ -38,6 +38,22 @@ def check_fraction(name: str, value, high: float = 1.) -> float:
     return float(value)
 
 
+def check_positive(name: str, value) -> float:
+    """``value`` if it is a number > 0 (e.g. ``mlp_ratio``: 0 would build blocks with empty MLPs)."""
+    if not isinstance(value, Real) or isinstance(value, bool) or not value > 0:
+        raise ConfigError(f'{name} must be a number > 0, got {value!r}')
+    return float(value)
+
+
+def check_divisor(name: str, value: int, of_name: str, of: int) -> int:
+    """``value`` if it divides ``of`` (e.g. ``num_heads`` of ``embed_dims``), naming the nearest divisors."""
+    if of % value:
+        nearest = sorted(sorted((d for d in range(1, of + 1) if of % d == 0), key=lambda d: abs(d - value))[:4])
+        raise ConfigError(f'{name}={value} does not divide {of_name}={of}; choose a divisor of {of}, '
+                          f'e.g. {", ".join(map(str, nearest))}')
+    return value
+
+
 def check_size(name: str, value) -> tuple[int, int]:
     """An int ``S`` (for ``(S, S)``) or an ``(H, W)`` pair of positive ints, as a pair."""
     pair = (value, value) if _is_int(value) else tuple(value) if isinstance(value, Sequence) else ()
@@ -61,3 +77,20 @@ def check_indices(name: str, value, length: int) -> tuple[int, ...]:
         raise ConfigError(f'{name}={list(indices)} must name distinct blocks in increasing order (outputs come '
                           f'in block order), e.g. {sorted(set(absolute))}')
     return absolute
+
+
+def check_neck_inputs(model: Mapping) -> None:
+    """A LaPEViT gives one map per ``out_indices`` entry; a neck with a list of ``in_channels`` (mmseg's
+    MultiLevelNeck and FPN, mmdet's FPN and ChannelMapper) takes one map per entry: the counts must
+    match, or the neck fails on its first batch with a bare AssertionError."""
+    backbone, neck = model.get('backbone'), model.get('neck')
+    if not (isinstance(backbone, Mapping) and isinstance(neck, Mapping)):
+        return
+    in_channels, out_indices = neck.get('in_channels'), backbone.get('out_indices', -1)
+    if str(backbone.get('type')).split('.')[-1] != 'LaPEViT' or not isinstance(in_channels, Sequence):
+        return
+    outputs = 1 if _is_int(out_indices) else len(out_indices)
+    if outputs != len(in_channels):
+        raise ConfigError(f'model.backbone.out_indices={out_indices!r} gives {outputs} feature map(s), but model.neck '
+                          f'({neck.get("type")}) takes {len(in_channels)} (in_channels={list(in_channels)}): give as '
+                          f'many out_indices as neck.in_channels entries')

@@ -11,7 +11,8 @@ from mmengine.registry import MODELS
 from timm.layers import PatchEmbed, trunc_normal_
 from torch.func import functional_call
 
-from ..arguments import ConfigError, check_choice, check_fraction, check_indices, check_int, check_size
+from ..arguments import (ConfigError, check_choice, check_divisor, check_fraction, check_indices, check_int,
+                         check_positive, check_size)
 from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed, resize_pos_embed
 from .checkpoint_fit import load_pretrained, pretrained_checkpoint
 
@@ -27,11 +28,11 @@ ARCH_ZOO = {
 def check_image_size(img: torch.Tensor, in_channels: int, patch_size: int, pad_to_patch: bool) -> torch.Tensor:
     """``img`` itself, after checking that it is ``[B, in_channels, H, W]`` with H, W fitting the patches."""
     if img.dim() != 4 or img.shape[1] != in_channels:
-        raise ValueError(f'expected images [B, {in_channels}, H, W], got {list(img.shape)}; '
+        raise ConfigError(f'expected images [B, {in_channels}, H, W], got {list(img.shape)}; '
                          f'set in_channels to match the input')
     H, W = img.shape[-2:]
     if not pad_to_patch and (H % patch_size or W % patch_size):
-        raise ValueError(f'input size {H}x{W} is not a multiple of patch_size={patch_size}; '
+        raise ConfigError(f'input size {H}x{W} is not a multiple of patch_size={patch_size}; '
                          f'resize or pad the image (e.g. size_divisor={patch_size} in the data '
                          f'preprocessor) or set pad_to_patch=True')
     return img
@@ -123,6 +124,8 @@ class LaPEViT(BaseModule):
         self.embed_dims, self.num_layers, num_heads = (
             preset[name] if value is None else check_int(name, value)
             for name, value in (('embed_dims', embed_dims), ('num_layers', num_layers), ('num_heads', num_heads)))
+        check_divisor('num_heads', num_heads, 'embed_dims', self.embed_dims)
+        check_positive('mlp_ratio', mlp_ratio)
         self.patch_size, self.in_channels = patch_size, in_channels
         self.patch_grid = (self.img_size[0] // patch_size, self.img_size[1] // patch_size)
         self.pe_join, self.pe_type = pe_join, pe_type
