@@ -32,6 +32,20 @@ def tiny_vit_kwargs(**overrides) -> dict:
     return kwargs
 
 
+@contextlib.contextmanager
+def forward_counts(modules: dict):
+    """``{name: calls}`` of each module in ``modules`` while the block runs; a forward that activation
+    checkpointing reruns in backward counts again (a pre-hook: the rerun stops once it has what backward needs)."""
+    counts = dict.fromkeys(modules, 0)
+    handles = [module.register_forward_pre_hook(lambda *_, name=name: counts.update({name: counts[name] + 1}))
+               for name, module in modules.items()]
+    try:
+        yield counts
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def randomize_norms(model: torch.nn.Module) -> None:
     """Give every LayerNorm non-trivial affine parameters so equivalence tests can fail."""
     with torch.no_grad():
@@ -134,7 +148,12 @@ def tiny_ade(tmp_path_factory):
 def logged_metrics(output: str, names: str) -> dict[str, str]:
     """The last value, as printed, of every metric a run logged whose name matches the regex ``names``
     (e.g. ``'aAcc|mIoU|mAcc'``, ``r'coco/\w+'``): what train-then-test comparisons check."""
-    return dict(re.findall(rf'\b({names}): ([\d.]+)', output))
+    return dict(re.findall(rf'\b({names}): ([\d.]+|nan|-?inf)', output))
+
+
+def logged_losses(output: str) -> list[float]:
+    """Every total ``loss`` a run logged, NaN and inf included (what finiteness checks are for)."""
+    return [float(v) for v in re.findall(r' loss: (\S+)', output)]
 
 
 def assert_baseline_twin(lape_cfg, add_cfg) -> None:

@@ -13,7 +13,7 @@ from tools.analysis import layer_pos_embeds, layer_similarity_matrix, pe_caption
 from tools.analysis.benchmark import BenchmarkResult, BenchmarkSettings, run_benchmark
 from tools.analysis.benchmark_report import markdown, ratio_lines, write_report
 from tools.analysis.build import build_model, load_config
-from tools.analysis.flops import TensorForward, flop_analyzer
+from tools.analysis.flops import TensorForward, flop_analyzer, model_complexity
 from tools.analysis.memory import peak_memory
 from tools.analysis.onnx_export import export_onnx, onnx_max_error
 
@@ -114,11 +114,31 @@ def test_fused_attention_is_counted_like_mmseg_explicit_attention():
     assert flop_analyzer(ours, images).total() == flop_analyzer(theirs, images).total()
 
 
+def vit_multiply_adds(grid: tuple[int, int], dim: int, depth: int, patch: int = 16) -> int:
+    """A LaPE ViT's multiply-adds on one image, by hand: the patch projection, then per block its
+    q/k/v, attention (q k^T and attention x v), projection and MLP (4x), and norm1, norm2 and pe_norm
+    (the PE is one image's tokens), plus the final norm; a norm counts 5 per element (FlopAnalyzer's
+    convention, with affine), as mmseg's and mmdet's get_flops report."""
+    patches = grid[0] * grid[1]
+    tokens = 1 + patches  # with the cls token
+    block = 3 * tokens * dim * dim + 2 * tokens * tokens * dim + tokens * dim * dim + 8 * tokens * dim * dim
+    return patches * dim * 3 * patch * patch + depth * (block + 3 * 5 * tokens * dim) + 5 * tokens * dim
+
+
 def test_get_flops_tool():
-    output = run_main('tools/get_flops.py', TINY_UPERNET, '--shape', '128', '128')
-    lines = {line.split()[0]: line.split()[1:] for line in output.splitlines() if line[:1].isalpha()}
-    total, backbone = float(lines['total'][0]), float(lines['backbone'][0])
-    assert 0 < backbone < total and float(lines['total'][1]) > 0
+    """The tiny UPerNet at 128x96 (an 8x6 grid): the backbone's figure is the hand count of its 12 blocks
+    of width 192, the total about the sum of its parts, and the tool prints those figures."""
+    cfg = load_config(TINY_UPERNET)
+    rows = {name: (macs, params) for name, macs, params in model_complexity(build_model(cfg), 'mmseg', (128, 96))}
+    assert rows['backbone'][0] == vit_multiply_adds((8, 6), 192, 12)
+    parts = sum(macs for name, (macs, _) in rows.items() if name != 'total')
+    assert parts <= rows['total'][0] < 1.01 * parts  # the rest: resizes in the segmentor's own code
+    assert rows['auxiliary_head'][0] == 0 and rows['backbone'][1] == sum(
+        p.numel() for p in build_model(cfg).backbone.parameters())
+    output = run_main('tools/get_flops.py', TINY_UPERNET, '--shape', '128', '96')
+    printed = {line.split()[0]: line.split()[1:] for line in output.splitlines() if line[:1].isalpha()}
+    assert {name: printed[name] for name in rows} == {
+        name: [f'{macs / 1e9:.2f}', f'{params / 1e6:.2f}'] for name, (macs, params) in rows.items()}
 
 
 # ---------------------------------------------------------------- benchmark (the tool, not timings)

@@ -1,5 +1,6 @@
 """LaPEViT: every join mode and PE type, equivalence with timm and with the LAPE.md pseudo-code."""
 import copy
+import re
 
 import pytest
 import timm
@@ -7,12 +8,13 @@ import torch
 import torch.nn.functional as F
 
 from lape_mm import LaPEViT
+from lape_mm.models.arguments import ConfigError
 from lape_mm.models.backbones import PE_JOINS, fit_state_dict, load_fitted
 from lape_mm.models.layers import (PE_TYPES, build_fixed_pos_embed, resize_pos_embed, window_partition,
                                   window_unpartition)
 from timm.layers import resample_abs_pos_embed
 
-from conftest import randomize_norms, tiny_vit_kwargs
+from conftest import forward_counts, randomize_norms, tiny_vit_kwargs
 
 JOIN_TYPE_PAIRS = [(j, t) for j in PE_JOINS for t in PE_TYPES if not (j == 'unshare' and t != 'learnable')]
 
@@ -234,13 +236,15 @@ def test_autocast_weight_cache_is_exact_and_invalidated():
     assert uncached._weight_casts is None
 
 
-def test_with_cp_gives_same_gradients():
+def test_with_cp_reruns_each_block_in_backward_and_gives_same_gradients():
     kwargs = tiny_vit_kwargs()
     plain, checkpointed = LaPEViT(**kwargs), LaPEViT(with_cp=True, **kwargs)
     checkpointed.load_state_dict(plain.state_dict())
     img = torch.randn(2, 3, 64, 64)
-    for model in (plain, checkpointed):
-        model(img)[0].sum().backward()
+    for model, runs in ((plain, 1), (checkpointed, 2)):  # checkpointing reruns each block's forward in backward
+        with forward_counts(dict(enumerate(model.blocks))) as counts:
+            model(img)[0].sum().backward()
+        assert list(counts.values()) == [runs] * len(model.blocks)
     for (name, a), b in zip(plain.named_parameters(), checkpointed.parameters()):
         torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-4, msg=name)
 
@@ -293,9 +297,13 @@ def test_window_equal_to_grid_is_global_attention():
     (dict(out_indices=(1, 7)), 'out_indices [7] out of range'),
     (dict(pe_join='unshare', pe_type='sincos_2d'), 'needs pe_type'),
     (dict(window_size=4), 'with_cls_token=False'),
+    (dict(mlp_ratio=0), 'mlp_ratio must be a number > 0, got 0'),
+    (dict(mlp_ratio=-2.), 'mlp_ratio must be a number > 0, got -2.0'),
+    (dict(embed_dims=192, num_heads=5), 'num_heads=5 does not divide embed_dims=192; choose a divisor of 192, '
+                                        'e.g. 2, 3, 4, 6'),
 ])
 def test_bad_arguments_are_named(kwargs, message):
-    with pytest.raises(ValueError, match=message.replace('[', r'\[').replace(']', r'\]')):
+    with pytest.raises(ConfigError, match=re.escape(message)):
         LaPEViT(**tiny_vit_kwargs(**kwargs))
 
 
@@ -304,7 +312,7 @@ def test_bad_arguments_are_named(kwargs, message):
     ((1, 3, 50, 64), 'input size 50x64 is not a multiple of patch_size=16'),
 ])
 def test_bad_input_is_named(shape, message):
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ConfigError, match=message):  # a user error: the tools print it as one line
         LaPEViT(**tiny_vit_kwargs())(torch.randn(*shape))
 
 

@@ -140,6 +140,25 @@ def test_lape_mm_checkpoint_with_prefix(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
 
 
+def test_ddp_saved_checkpoint_loses_its_module_prefix(tmp_path):
+    """A state dict saved from a DDP-wrapped model (every key under ``module.``) loads as the bare model's."""
+    source = LaPEViT(**tiny_vit_kwargs())
+    path = tmp_path / 'ddp.pth'
+    torch.save({'model': {f'module.{k}': v for k, v in source.state_dict().items()}}, path)
+    target = LaPEViT(**tiny_vit_kwargs())
+    assert load_pretrained(target, str(path)) == 'timm'
+    assert all(torch.equal(a, b) for a, b in zip(source.state_dict().values(), target.state_dict().values()))
+
+
+def test_authors_per_block_pes_keep_block_order_past_ten_blocks():
+    """Their 'unshare' model stores ``pos_embed0`` .. ``pos_embed11``: block 10's PE is the 11th, not the 3rd
+    (as it would be in string order, after pos_embed1)."""
+    from lape_mm.checkpoint.convert import convert_timm
+    state_dict = {f'pos_embed{i}': torch.full((1, 5, 4), float(i)) for i in range(12)}
+    stacked = convert_timm(state_dict)['pos_embed']
+    assert stacked.shape == (12, 5, 4) and stacked[:, 0, 0].tolist() == [float(i) for i in range(12)]
+
+
 def test_init_cfg_pretrained_loads_through_init_weights(tmp_path):
     source = LaPEViT(**tiny_vit_kwargs())
     path = tmp_path / 'ckpt.pth'

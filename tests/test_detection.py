@@ -15,7 +15,7 @@ from tools.tiny_data.coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
 
-from conftest import ROOT, assert_baseline_twin, build_model, logged_metrics, run_tool, tiny_vit_kwargs
+from conftest import ROOT, assert_baseline_twin, build_model, logged_losses, logged_metrics, run_tool, tiny_vit_kwargs
 from tiny_runs import cfg_options, det_options
 
 DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*simplefpn*.py') if not p.name.endswith('_add.py'))
@@ -253,7 +253,15 @@ def test_train_test_and_inferencer_end_to_end(tmp_path):
 def test_mask_rcnn_trains_with_cpu_amp(tmp_path):
     """--amp on a CPU is bf16 autocast: mmcv's NMS / RoIAlign get fp32 (they have no bf16 CPU kernel)."""
     root = make_tiny_coco(tmp_path / 'coco', num_train=4, num_val=2, seed=1)
-    out = run_tool('tools/train.py', TINY, '--amp', '--work-dir', str(tmp_path / 'work'), *_run_options(root))
+    out = run_tool('tools/train.py', TINY, '--amp', '--work-dir', str(tmp_path / 'work'), *_run_options(root),
+                   env={'CUDA_VISIBLE_DEVICES': ''})  # a CPU run also on a GPU machine, where --amp is fp16
     assert 'bfloat16' in out and 'coco/bbox_mAP' in out
-    losses = [float(v) for v in re.findall(r' loss: ([\d.]+)', out)]
+    losses = logged_losses(out)
     assert losses and all(math.isfinite(v) for v in losses)
+
+
+def test_logged_losses_read_nan_and_inf():
+    """What the finiteness checks above read: a NaN or inf loss is read as one, not skipped."""
+    log = 'Iter(train) [1/2]  lr: 1.0e-04  loss: nan  loss_cls: 0.6\nIter(train) [2/2]  loss: inf  loss_cls: 1.5'
+    losses = logged_losses(log)
+    assert len(losses) == 2 and math.isnan(losses[0]) and losses[1] == math.inf

@@ -142,13 +142,18 @@ def test_mmcv_nms_and_roi_align_run_under_cpu_bf16():
     torch.testing.assert_close(out.float(), align(feats, rois), atol=0.05, rtol=0.02)
 
 
-@pytest.mark.parametrize('dtype,wrapper', [(None, 'AutocastOptimWrapper'), ('bfloat16', 'AutocastOptimWrapper'),
-                                           ('float16', 'AmpOptimWrapper')])
-def test_amp_dtype_selects_the_optim_wrapper(dtype, wrapper):
-    """tools/train.py --amp [--amp-dtype]: bf16 autocast by default without CUDA; fp16 brings loss scaling."""
+@pytest.mark.parametrize('cuda, dtype, wrapper', [
+    (False, None, 'AutocastOptimWrapper'), (False, 'bfloat16', 'AutocastOptimWrapper'),
+    (False, 'float16', 'AmpOptimWrapper'), (True, None, 'AmpOptimWrapper'), (True, 'bfloat16', 'AutocastOptimWrapper'),
+    (True, 'float16', 'AmpOptimWrapper')])
+def test_amp_dtype_selects_the_optim_wrapper(monkeypatch, cuda, dtype, wrapper):
+    """tools/train.py --amp [--amp-dtype]: bf16 autocast by default without CUDA, fp16 with loss scaling
+    by default with CUDA (mocked either way, so the test means the same on every machine)."""
     from mmengine.config import Config
     from tools.launch import enable_amp
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: cuda)
     cfg = Config(dict(optim_wrapper=dict(type='OptimWrapper', optimizer=dict(type='AdamW', lr=1e-3))))
     enable_amp(cfg, dtype)
     assert cfg.optim_wrapper.type == wrapper
-    assert cfg.optim_wrapper.get('loss_scale') == ('dynamic' if dtype == 'float16' else None)
+    assert cfg.optim_wrapper.get('loss_scale') == ('dynamic' if wrapper == 'AmpOptimWrapper' else None)
+    assert cfg.optim_wrapper.get('dtype') == ('bfloat16' if wrapper == 'AutocastOptimWrapper' else None)

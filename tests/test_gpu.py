@@ -17,7 +17,7 @@ from lape_mm import LaPEViT, LaPEViTAdapter
 from lape_mm.models.backbones import PE_JOINS
 from lape_mm.models.layers import PE_TYPES
 
-from conftest import randomize_norms, run_tool, tiny_vit_kwargs
+from conftest import logged_losses, randomize_norms, run_tool, tiny_vit_kwargs
 from tiny_runs import FAMILIES, cfg_options
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
@@ -217,7 +217,7 @@ def test_tiny_config_trains_on_cuda(family, precision, tmp_path):
     if precision == 'fp16':
         assert "loss_scale='dynamic'" in out
     assert max(map(int, re.findall(r'memory: (\d+)', out)), default=0) > 0, 'the model did not train on the GPU'
-    losses = [float(v) for v in re.findall(r' loss: (\S+)', out)]
+    losses = logged_losses(out)
     assert losses and all(math.isfinite(v) for v in losses), losses
     assert (work / run.checkpoint).exists()
 

@@ -12,7 +12,8 @@ from lape_mm.checkpoint import safe_load
 from lape_mm.datasets import DatasetError, check_seg_dataset
 from tools.tiny_data import make_tiny_ade
 
-from conftest import ROOT, assert_baseline_twin, build_model, free_port, logged_metrics, run_main, run_process, run_tool
+from conftest import (ROOT, assert_baseline_twin, build_model, free_port, logged_losses, logged_metrics, run_main,
+                      run_process, run_tool)
 from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
 
 SEG_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py')
@@ -54,6 +55,23 @@ def test_dataset_checks_name_the_problem(tmp_path):
         check_seg_dataset({**dataset, 'data_root': str(tmp_path / 'nowhere')}, num_classes=150)
 
 
+def test_tools_test_evaluates_its_checkpoint_argument_strictly(monkeypatch, tiny_ade, tmp_path):
+    """tools/test.py CONFIG CHECKPOINT builds a Runner that loads CHECKPOINT (not the config's load_from) and
+    refuses one that does not fit (strict_load); the Runner is recorded here instead of run."""
+    built = []
+
+    class Runner:
+        def test(self):
+            built.append('tested')
+    monkeypatch.setattr('tools.launch.build_runner',
+                        lambda cfg, strict_load=False: built.append((cfg.load_from, strict_load)) or Runner())
+    checkpoint = tmp_path / 'iter_4.pth'
+    checkpoint.write_bytes(b'not read here')
+    run_main('tools/test.py', TINY, str(checkpoint), '--work-dir', str(tmp_path / 'test'),
+             *small_run_options(tiny_ade, load_from=str(tmp_path / 'other.pth')))
+    assert built == [(str(checkpoint), True), 'tested']
+
+
 def _miou(output: str) -> float:
     return float(re.findall(r'mIoU: ([\d.]+)', output)[-1])
 
@@ -85,9 +103,10 @@ def test_train_then_test_end_to_end(tiny_ade, tmp_path):
 
 @pytest.mark.slow
 def test_amp_bf16_training_on_cpu(tiny_ade, tmp_path):
-    out = run_tool('tools/train.py', TINY, '--amp', '--work-dir', str(tmp_path), *small_run_options(tiny_ade, iters=2))
+    out = run_tool('tools/train.py', TINY, '--amp', '--work-dir', str(tmp_path), *small_run_options(tiny_ade, iters=2),
+                   env={'CUDA_VISIBLE_DEVICES': ''})  # a CPU run also on a GPU machine, where --amp is fp16
     assert "type='AutocastOptimWrapper'" in out
-    losses = [float(v) for v in re.findall(r' loss: (\S+)', out)]
+    losses = logged_losses(out)
     assert len(losses) == 2 and all(0 < v < 100 for v in losses), losses  # finite: no NaN/inf
 
 

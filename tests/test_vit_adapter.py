@@ -12,7 +12,7 @@ from lape_mm.models import LaPEViTAdapter
 from lape_mm.models.layers.adapter_modules import deform_inputs
 from lape_mm.models.layers.ms_deform_attn import MSDeformAttn, deformable_sampling
 
-from conftest import ROOT, assert_baseline_twin, build_model, logged_metrics, run_tool
+from conftest import ROOT, assert_baseline_twin, build_model, forward_counts, logged_metrics, run_tool
 from tiny_runs import ADAPTER, ADAPTER_LAYERS, cfg_options, seg_options
 
 # 4 blocks in two stages, windows of 3 except the last block of each stage; a 4x4 PE grid.
@@ -356,12 +356,16 @@ def test_bf16_autocast_forward_and_backward():
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 
-def test_with_cp_gives_same_gradients():
+def test_with_cp_reruns_blocks_and_adapters_in_backward_and_gives_same_gradients():
     grads = []
     for with_cp in (False, True):
         torch.manual_seed(0)
         model = tiny_adapter(with_cp=with_cp, init_values=0.5).train()
-        sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+        checkpointed = {name: m for name, m in model.named_modules() if name.endswith(('injector', 'extractor'))}
+        checkpointed.update({f'blocks.{i}': block for i, block in enumerate(model.blocks)})
+        with forward_counts(checkpointed) as counts:
+            sum(o.sum() for o in model(torch.randn(1, 3, 64, 64))).backward()
+        assert any(n.endswith('injector') for n in counts) and set(counts.values()) == {1 + with_cp}, counts
         grads.append({n: p.grad for n, p in model.named_parameters() if p.grad is not None})
     assert grads[0].keys() == grads[1].keys()
     for name in grads[0]:
