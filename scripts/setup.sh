@@ -10,7 +10,9 @@
 # into a wheel cache outside the repo (LAPE_MM_CACHE, default ~/.cache/lape_mm) and reused.
 # The cache is keyed by what a wheel was built for: wheels/torch<version>/cpu, or
 # wheels/torch<version>/cu<CUDA>-sm<archs> when torch has CUDA, a GPU (or TORCH_CUDA_ARCH_LIST)
-# is there and an nvcc of torch's CUDA major version is found (CUDA_HOME, PATH, /usr/local/cuda).
+# is there and an nvcc of torch's CUDA major version is found (CUDA_HOME, PATH, /usr/local/cuda);
+# the wheel's name holds the Python it is for (cp311), so PYTHON=python3.12 builds its own. An
+# existing environment with the same torch and Python can install such a wheel (README, "Versions").
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -108,11 +110,13 @@ build_mmcv() {
     rm -rf "$wrap" "$tmp"
 }
 
-find_wheel() { ls "$WHEELS"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true; }
+# A wheel of mmcv's ops is for one Python (its cp3XX tag) as well as one torch and target.
+py_tag=$("$VENV/bin/python" -c 'import sys; print("cp%d%d" % sys.version_info[:2])')
+find_wheel() { ls "$WHEELS"/mmcv-"$MMCV_VERSION"-"$py_tag"-*.whl 2>/dev/null | head -n1 || true; }
 mmcv_wheel=$(find_wheel)
 # Before the cache was keyed, setup kept one CPU wheel (built for torch 2.14.1) in wheels/;
 # copy it (old checkouts still look there) instead of building again.
-legacy=$(ls "$CACHE/wheels"/mmcv-"$MMCV_VERSION"-*.whl 2>/dev/null | head -n1 || true)
+legacy=$(ls "$CACHE/wheels"/mmcv-"$MMCV_VERSION"-"$py_tag"-*.whl 2>/dev/null | head -n1 || true)
 if [[ -z "$mmcv_wheel" && "$target" == cpu && -n "$legacy" && "$torch_version" == 2.14.1* ]]; then
     log "reusing $legacy (built before the cache was keyed) as $target"
     mkdir -p "$WHEELS" && cp "$legacy" "$WHEELS"/ && mmcv_wheel=$(find_wheel)

@@ -10,6 +10,7 @@ import glob
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -77,28 +78,72 @@ def test_package_and_tools_byte_compile(version, tmp_path):
         env={**os.environ, 'PYTHONPYCACHEPREFIX': str(tmp_path)})
 
 
-def _stub_distribution(site: Path, name: str, version: str) -> None:
+def _metadata(name: str, version: str, requires: tuple[str, ...]) -> str:
+    return (f'Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n'
+            + ''.join(f'Requires-Dist: {r}\n' for r in requires))
+
+
+def _stub_distribution(site: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
     """An installed distribution as pip sees one: a dist-info folder with its metadata (no code)."""
     info = site / f'{name.replace("-", "_")}-{version}.dist-info'
     info.mkdir()
-    (info / 'METADATA').write_text(f'Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n')
+    (info / 'METADATA').write_text(_metadata(name, version, requires))
     (info / 'RECORD').write_text('')
 
 
-@pytest.mark.slow
-def test_editable_install_keeps_the_installed_torch(tmp_path):
-    """pip's resolver (a dry run, offline) on ``pip install -e .`` in an environment like the GPU
-    machine's (torch 2.11, numpy 2) once the carried OpenMMLab wheels are in: it installs lape_mm alone."""
+def _stub_wheel(folder: Path, name: str, version: str, requires: tuple[str, ...] = ()) -> None:
+    """A wheel on an index as pip sees one: its metadata (no code)."""
+    import zipfile
+    info = f'{name}-{version}.dist-info'
+    with zipfile.ZipFile(folder / f'{name}-{version}-py3-none-any.whl', 'w') as wheel:
+        wheel.writestr(f'{info}/METADATA', _metadata(name, version, requires))
+        wheel.writestr(f'{info}/WHEEL', 'Wheel-Version: 1.0\nGenerator: stub\nRoot-Is-Purelib: true\n'
+                                        'Tag: py3-none-any\n')
+        wheel.writestr(f'{info}/RECORD', '')
+
+
+# A GPU machine's environment: a CUDA torch and OpenMMLab, with the requirements each declares that
+# matter here (timm's torchvision); torchvision itself is added per case.
+INSTALLED = {
+    'torch': ('2.11.0+cu130', ()), 'numpy': ('2.4.6', ()), 'mmengine': ('0.10.7', ()), 'mmcv': ('2.1.0', ()),
+    'timm': ('1.0.20', ('torch', 'torchvision', 'pyyaml', 'huggingface_hub', 'safetensors')),
+    'mmsegmentation': ('1.2.2', ()), 'mmdet': ('3.3.0', ()), 'mmpretrain': ('1.2.0', ()), 'ftfy': ('6.3.1', ()),
+    'regex': ('2024.11.6', ()), 'matplotlib': ('3.10.0', ()), 'pycocotools': ('2.0.8', ()), 'tqdm': ('4.67.1', ()),
+    'scikit-learn': ('1.6.1', ()), 'scipy': ('1.15.0', ()), 'safetensors': ('0.6.2', ()), 'pyyaml': ('6.0.2', ()),
+    'huggingface_hub': ('0.30.0', ())}
+# What the index offers: the newest torchvision pins the newest torch, the older one the installed torch.
+INDEX = [('torch', '2.13.0', ()), ('torchvision', '0.28.0', ('torch==2.13.0',)),
+         ('torchvision', '0.26.0', ('torch==2.11.0',))]
+
+
+def _readme_install_command() -> list[str]:
+    """README's command that keeps the installed torch, with ``$(python -c ...)`` as the stub torch's version."""
+    line = next(line.strip() for line in (ROOT / 'README.md').read_text().splitlines()
+                if line.strip().startswith('pip install -e . "torch=='))
+    version = "$(python -c 'import torch; print(torch.__version__)')"
+    assert version in line, line
+    return shlex.split(line.replace(version, INSTALLED['torch'][0]))[2:]  # after 'pip install'
+
+
+@pytest.mark.parametrize('torchvision, command, expected', [
+    ('0.26.0', ['-e', '.'], {'lape_mm': '0.1.0'}),
+    (None, ['-e', '.'], {'lape_mm': '0.1.0', 'torch': '2.13.0', 'torchvision': '0.28.0'}),  # why README pins torch
+    (None, 'readme', {'lape_mm': '0.1.0', 'torchvision': '0.26.0'}),
+], ids=['with torchvision', 'plain, without', 'README, without'])
+def test_editable_install_keeps_the_installed_torch(tmp_path, torchvision, command, expected):
+    """pip's resolver (a dry run, offline, 3 s) on ``pip install -e .`` in an environment like a GPU
+    machine's (torch 2.11.0+cu130, timm requiring torchvision, numpy 2), from an index of stub wheels."""
     env_dir = tmp_path / 'venv'
     run([sys.executable, '-m', 'venv', '--without-pip', str(env_dir)], timeout=60)
     site = Path(glob.glob(f'{env_dir}/lib/python3*/site-packages')[0])
-    installed = {'torch': '2.11.0', 'torchvision': '0.26.0', 'timm': '1.0.20', 'numpy': '2.4.6', 'mmengine': '0.10.7',
-                 'mmcv': '2.1.0', 'mmsegmentation': '1.2.2', 'mmdet': '3.3.0', 'mmpretrain': '1.2.0', 'ftfy': '6.3.1',
-                 'regex': '2024.11.6', 'matplotlib': '3.10.0', 'pycocotools': '2.0.8', 'tqdm': '4.67.1',
-                 'scikit-learn': '1.6.1', 'scipy': '1.15.0',
-                 'safetensors': '0.6.2'}  # timm's requirement, so there wherever timm is
-    for name, version in installed.items():
-        _stub_distribution(site, name, version)
+    for name, (version, requires) in INSTALLED.items():
+        _stub_distribution(site, name, version, requires)
+    if torchvision:
+        _stub_distribution(site, 'torchvision', torchvision, ('torch==2.11.0',))
+    index = tmp_path / 'index'
+    index.mkdir()
+    for name, version, requires in INDEX:
+        _stub_wheel(index, name, version, requires)
     # The build backend (no build isolation: offline), from this suite's venv.
     import setuptools
     backend, ours = tmp_path / 'backend', Path(setuptools.__file__).parents[1]
@@ -107,10 +152,12 @@ def test_editable_install_keeps_the_installed_torch(tmp_path):
         (backend / path.name).symlink_to(path)
     (site / 'build_backend.pth').write_text(f'{backend}\n')
     report = tmp_path / 'report.json'
+    args = _readme_install_command() if command == 'readme' else command
     run([sys.executable, '-m', 'pip', '--python', str(env_dir / 'bin' / 'python'), 'install', '--dry-run', '--quiet',
-         '--no-index', '--no-build-isolation', '--report', str(report), '-e', str(ROOT)], timeout=180)
-    to_install = {item['metadata']['name'] for item in json.loads(report.read_text())['install']}
-    assert to_install == {'lape_mm'}
+         '--no-index', '--find-links', str(index), '--no-build-isolation', '--report', str(report), *args],
+        timeout=180, cwd=ROOT)
+    installs = json.loads(report.read_text())['install']
+    assert {item['metadata']['name']: item['metadata']['version'] for item in installs} == expected
 
 
 def test_gpu_check_dry_run_lists_its_parts_within_nine_minutes():
