@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from mmengine.logging import print_log
 
-from .safe_load import CheckpointError
+from ..errors import CheckpointError
 
 StateDict = dict[str, torch.Tensor]
 CONTAINER_KEYS = ('state_dict', 'model', 'module')
