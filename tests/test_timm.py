@@ -122,7 +122,7 @@ def test_pretrained_file_is_strict(tmp_path):
     assert torch.equal(model.pos_embed, source.pos_embed) and model.head.weight.shape == (7, 192)
     del no_head['pos_embed']
     torch.save({'model': no_head}, tmp_path / 'no_pe.pth')
-    with pytest.raises(CheckpointError, match=r"missing \['pos_embed'\]"):
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint \(pos_embed: 1\): pos_embed\n"):
         create(pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'no_pe.pth')))
     (tmp_path / 'empty.pth').write_bytes(b'')
     with pytest.raises(CheckpointError):

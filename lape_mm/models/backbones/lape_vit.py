@@ -46,20 +46,45 @@ torch.fx.wrap('resize_pos_embed')
 class LaPEViT(BaseModule):
     """Vision transformer with layer-adaptive position embedding, for mmseg and mmdet.
 
-    ``pe_join`` decides where the PE enters (:meth:`block_pos_embed`): 'lape' and 'lape_independent'
-    into every block's normalized attention input, through the block's own ``pe_norm``; 'add' once
-    into the input tokens (the standard ViT); 'share' and 'unshare' into the residual stream before
-    every block (one PE, or one per block). ``pe_type`` is 'learnable' (a Parameter), 'sincos_1d' /
-    'sincos_2d' (the authors' fixed tables, a persistent buffer as in their checkpoints) or 'none'.
+    Returns one ``[B, C, H/p, W/p]`` map per ``out_indices`` entry, shallow to deep (``[map, cls_token]`` with
+    ``output_cls_token``), like mmseg's ``VisionTransformer``. The PE is stored for the ``img_size`` grid
+    (cls slot first, as in DeiT) and bicubically resized to each input's grid.
 
-    The PE is stored for the ``img_size`` grid (cls slot first, as in DeiT) and bicubically resized
-    to each input's grid. Returns one ``[B, C, H/p, W/p]`` map per ``out_indices`` entry (``[map,
-    cls_token]`` with ``output_cls_token``), like mmseg's ``VisionTransformer``: ``out_indices`` name
-    distinct blocks in increasing order (negative ones count from the end), so maps come shallow to
-    deep. ``window_size > 0`` makes the blocks outside ``global_attn_indexes`` attend in windows
-    (ViTDet; see :class:`LaPEBlock`).
-    Inference under autocast reuses linear weights cast once (:class:`AutocastWeightCache`), unless
-    ``autocast_weight_cache=False``."""
+    Args:
+        arch: 'tiny', 'small', 'base' or 'large' (:data:`ARCH_ZOO`): width, depth and heads, each of
+            which ``embed_dims`` / ``num_layers`` / ``num_heads`` overrides.
+        img_size: the pretraining image size, ``S`` or ``(H, W)``; the PE grid is ``img_size // patch_size``.
+        patch_size: side of the square patches (and the stride of the patch projection).
+        in_channels: input image channels.
+        embed_dims, num_layers, num_heads: override ``arch``.
+        mlp_ratio: MLP hidden width over ``embed_dims``.
+        qkv_bias: bias in the q/k/v projection.
+        pe_join: where the PE enters (:meth:`block_pos_embed`): 'lape' and 'lape_independent' into every
+            block's normalized attention input, through the block's own ``pe_norm``; 'add' once into the
+            input tokens (the standard ViT); 'share' and 'unshare' into the residual stream before every
+            block (one PE, or one per block).
+        pe_type: 'learnable' (a Parameter), 'sincos_1d' / 'sincos_2d' (the authors' fixed tables, a
+            persistent buffer as in their checkpoints) or 'none'.
+        out_indices: blocks whose outputs are returned (an int or a sequence, negative from the end).
+        with_cls_token: prepend DeiT's cls token; ``output_cls_token`` returns it beside each map.
+        final_norm: apply the final LayerNorm to the last block's output.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout after the embedding and in the MLP and attention
+            projections; dropout of attention weights; stochastic depth, rising linearly to this rate.
+        norm_cfg: mmcv norm layer config of every LayerNorm (default ``LN`` with eps 1e-6, as DeiT).
+        with_cp: activation checkpointing of each block in training (memory for compute).
+        frozen_stages: freeze the embeddings (stage 0) and the first ``frozen_stages`` blocks; -1 freezes none.
+        pad_to_patch: pad an input whose sides are not multiples of ``patch_size`` at the bottom and right,
+            as mmseg's ViT does (whole-image testing keeps the aspect ratio); False refuses such inputs.
+        window_size, global_attn_indexes, window_pad: with ``window_size > 0`` the blocks outside
+            ``global_attn_indexes`` attend inside windows of the token grid (ViTDet), padded as
+            ``window_pad`` says (:class:`LaPEBlock`).
+        layer_scale_init: timm's LayerScale on both branches of every block, starting at this value.
+        autocast_weight_cache: inference under autocast reuses linear weights cast once
+            (:class:`AutocastWeightCache`).
+        pretrained: mmseg's deprecated ``model.pretrained=PATH``, turned into ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads any checkpoint format lape_mm reads
+            (:func:`load_pretrained`: DeiT/timm, the LaPE authors', mmseg, mmpretrain, lape_mm).
+    """
 
     num_prefix_tokens = 1  # the PE always stores a cls slot, so DeiT/timm/mmseg checkpoints fit
     extra_prefixes: Tuple[str, ...] = ()  # state-dict prefixes a subclass adds on top of a plain ViT
@@ -88,7 +113,7 @@ class LaPEViT(BaseModule):
                  norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  frozen_stages: int = -1,
-                 pad_to_patch: bool = False,
+                 pad_to_patch: bool = True,
                  window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (),
                  window_pad: str = 'input',
