@@ -1,9 +1,10 @@
 """The models the benchmark compares, each as ``images [B, 3, H, W] -> tuple of outputs`` plus a loss.
 
 Backbones: LaPEViT with pe_join 'lape' and 'add', with RoPE alone (axial, mixed) and RoPE + lape,
-mmseg's ``VisionTransformer`` and timm's ``VisionTransformer`` (through ``forward_intermediates``), all of
-one width/depth and returning NCHW maps at the same ``out_indices``; and ViT-Adapter (``LaPEViTAdapter``, 'lape' and 'add') in
-its COCO setting, whose four maps are at strides 4 to 32. Segmentors: whole UPerNets built from configs.
+mmseg's ``VisionTransformer`` and timm's ``VisionTransformer`` (through ``forward_intermediates``), all
+of one width/depth and returning NCHW maps at the same ``out_indices``; and ViT-Adapter
+(``LaPEViTAdapter``, 'lape' and 'add') in its COCO setting, whose four maps are at strides 4 to 32.
+Segmentors: whole UPerNets built from configs.
 """
 from __future__ import annotations
 
