@@ -1,7 +1,8 @@
 """LaPEViT's ``checkpoint_filter_fn`` (as in timm): fit a native state dict to the model and load it strictly.
 
-The PE is resized to the model's grid, absent ``pe_norm`` layers start as identity, fixed PE tables are
-checked, and what the model leaves out by design is dropped. Reading files and renaming foreign keys is
+The PE is resized to the model's grid, absent ``pe_norm`` layers start as identity and absent ``pe_gate``
+gates at 0 (so 'add_lape' computes a plain ViT checkpoint's function), fixed PE tables are checked, and what
+the model leaves out by design is dropped. Reading files and renaming foreign keys is
 :mod:`lape_mm.checkpoint`'s job."""
 from collections import Counter
 from dataclasses import dataclass, field
@@ -25,11 +26,14 @@ class FitReport:
     """What fitting did to a checkpoint, for the log."""
     dropped: list[str] = field(default_factory=list)  # carried by the checkpoint, left out on purpose
     identity: list[str] = field(default_factory=list)  # pe_norm layers started as identity
+    closed: list[str] = field(default_factory=list)  # pe_gate gates started at 0
     fresh: list[str] = field(default_factory=list)  # a subclass's own modules, not in a plain ViT
 
     def log(self, source: str) -> None:
         for keys, what in ((self.dropped, 'not loaded, as the configuration leaves them out'),
                            (self.identity, 'pe_norm layers not in the checkpoint (a plain ViT) start as identity'),
+                           (self.closed, "pe_gate gates not in the checkpoint start at 0: the model starts as the "
+                                         "checkpoint's function"),
                            (self.fresh, 'tensors of the modules added on top of a plain ViT start fresh')):
             if keys:
                 print_log(f'{source}: {_listing(what, keys)}', logger='current')
@@ -104,10 +108,20 @@ def fit_state_dict(state_dict: StateDict, model, keep_head: bool = False,
         state_dict[f'{name}.weight'] = torch.ones_like(own[f'{name}.weight'])
         state_dict[f'{name}.bias'] = torch.zeros_like(own[f'{name}.bias'])
         report.identity.append(name)
+    for key in [k for k in own if k.endswith('.pe_gate.gamma') and k not in state_dict]:
+        state_dict[key] = torch.zeros_like(own[key])
+        report.closed.append(key)
     extra = tuple(model.extra_prefixes)
     if extra and not any(k.startswith(extra) for k in state_dict):  # a plain ViT under a subclass
         report.fresh = [k for k in own if k.startswith(extra)]
         state_dict.update({k: own[k] for k in report.fresh})
+    if 'rope.freqs' in own:
+        freqs = state_dict.get('rope.freqs')
+        if freqs is None:  # a checkpoint without RoPE (or with fixed axial RoPE): fresh mixed frequencies
+            state_dict['rope.freqs'] = own['rope.freqs']
+            report.fresh.append('rope.freqs')
+        elif freqs.numel() == own['rope.freqs'].numel():  # naver's [2, depth, heads * head_dim / 2]
+            state_dict['rope.freqs'] = freqs.reshape(own['rope.freqs'].shape)
     return state_dict, report
 
 
