@@ -134,7 +134,8 @@ MUTANTS = [
     # ---- the docs
     Mutant('docs name a config that does not exist', 'docs/distributed.md',
            '`mask_rcnn_lape_vit_adapter_t_fpn_{1x,3x}_coco`, `mask_rcnn_lape_vit_adapter_s_fpn_3x_coco`',
-           '`mask_rcnn_lape_vit_adapter_{t,s}_fpn_{1x,3x}_coco`', ('tests/test_docs.py::test_documented_configs_exist',)),
+           '`mask_rcnn_lape_vit_adapter_{t,s}_fpn_{1x,3x}_coco`',
+           ('tests/test_docs.py::test_documented_configs_exist',)),
     Mutant('a figure without its commit', 'docs/distributed.md', '(counted, not measured, at 68bae08; ', '(',
            ('tests/test_docs.py::test_measured_figures_name_their_commit',)),
 ]
