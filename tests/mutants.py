@@ -189,6 +189,13 @@ MUTANTS = [
     Mutant('deformable offsets scaled by (h, w)', 'lape_mm/models/layers/ms_deform_attn.py',
            'offsets / spatial_shapes.flip(-1)[:, None, :]', 'offsets / spatial_shapes[:, None, :]',
            (f'{T_ADAPTER}::test_deformable_attention_matches_reference',)),
+    # ---- the docs
+    Mutant('docs name a config that does not exist', 'docs/distributed.md',
+           '`mask_rcnn_lape_vit_adapter_t_fpn_{1x,3x}_coco`, `mask_rcnn_lape_vit_adapter_s_fpn_3x_coco`',
+           '`mask_rcnn_lape_vit_adapter_{t,s}_fpn_{1x,3x}_coco`',
+           ('tests/test_docs.py::test_documented_configs_exist',)),
+    Mutant('a figure without its commit', 'docs/distributed.md', '(counted, not measured, at 68bae08; ', '(',
+           ('tests/test_docs.py::test_measured_figures_name_their_commit',)),
 ]
 
 
