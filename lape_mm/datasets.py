@@ -14,13 +14,11 @@ import numpy as np
 from mmengine.logging import print_log
 from PIL import Image, UnidentifiedImageError
 
+from .errors import DatasetError
+
 IMAGE_SUFFIXES = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 CLASSIFICATION_TYPES = ('ImageNet', 'CustomDataset')  # mmpretrain's folder-layout datasets
 SAMPLED_FILES = 500  # images and label maps decoded per check, evenly spread (the full ADE20K has 20k)
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be trained or evaluated on as configured."""
 
 
 def _spread(items: list, count: int | None) -> list:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 from typing import Mapping
 
-from lape_mm.models.arguments import ConfigError
+from lape_mm.errors import ConfigError
 
 DEFAULT_PORT_BASE = 15000  # MASTER_PORT = 15000 + job id % 10000 unless set
 
