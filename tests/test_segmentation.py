@@ -13,7 +13,7 @@ from lape_mm.datasets import DatasetError, check_seg_dataset
 from tools.tiny_data import make_tiny_ade
 
 from conftest import (ROOT, assert_baseline_twin, build_model, free_port, logged_losses, logged_metrics, run_main,
-                      run_process, run_tool)
+                      run_tool)
 from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
 
 SEG_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py')
