@@ -200,7 +200,8 @@ MUTANTS = [
     Mutant('get_flops ignores --shape', 'tools/get_flops.py', 'hw = tuple(args.shape * 2)[:2]', 'hw = (512, 512)',
            ('tests/test_analysis.py::test_get_flops_tool',)),
     Mutant('logged losses skip NaN', 'tests/conftest.py', r"re.findall(r' loss: (\S+)', output)",
-           r"re.findall(r' loss: ([\d.]+)', output)", ('tests/test_detection.py::test_logged_losses_read_nan_and_inf',)),
+           r"re.findall(r' loss: ([\d.]+)', output)",
+           ('tests/test_detection.py::test_logged_losses_read_nan_and_inf',)),
     # ---- the inferencers
     Mutant('inferencer loads any checkpoint', 'lape_mm/apis.py',
            "        check_checkpoint_fits(model, checkpoint, self.weights_path, 'infer')\n", '',
