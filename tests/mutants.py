@@ -114,6 +114,8 @@ MUTANTS = [
            r"(r'^blocks\.(\d+)\.gamma1$', r'blocks.\1.ls2.gamma'), (r'^blocks\.(\d+)\.gamma2$', r'blocks.\1.ls1.gamma'),",
            (f'{T_ADAPTER}::test_original_detector_checkpoint_loads_through_init_cfg',)),
     # ---- the engine
+    Mutant('inputs not padded to whole patches by default', BACKBONE, 'pad_to_patch: bool = True,',
+           'pad_to_patch: bool = False,', (f'{T_CKPT}::test_mmseg_vit_checkpoint_matches_mmseg_forward',)),
     Mutant('checkpoint written in place', 'lape_mm/engine/atomic_backend.py',
            "        with atomic_write(filepath) as tmp, open(tmp, 'wb') as f:", "        with open(filepath, 'wb') as f:",
            (f'{T_ENGINE}::test_checkpoints_are_written_atomically',)),
