@@ -121,6 +121,8 @@ MUTANTS = [
            "STRIPPED_PREFIXES = ('module.', 'backbone.', 'encoder.')", "STRIPPED_PREFIXES = ('backbone.', 'encoder.')",
            (f'{T_CKPT}::test_ddp_saved_checkpoint_loses_its_module_prefix',)),
     # ---- the engine
+    Mutant('inputs not padded to whole patches by default', BACKBONE, 'pad_to_patch: bool = True,',
+           'pad_to_patch: bool = False,', (f'{T_CKPT}::test_mmseg_vit_checkpoint_matches_mmseg_forward',)),
     Mutant('checkpoint written in place', 'lape_mm/engine/atomic_backend.py',
            "        with atomic_write(filepath) as tmp, open(tmp, 'wb') as f:", "        with open(filepath, 'wb') as f:",
            (f'{T_ENGINE}::test_checkpoints_are_written_atomically',)),

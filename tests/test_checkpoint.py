@@ -70,8 +70,10 @@ def test_lape_authors_checkpoint_roundtrip_and_pe_resize(tmp_path):
     torch.testing.assert_close(target.eval()(img)[0], source.eval()(img)[0], atol=1e-5, rtol=1e-5)
 
 
-def test_mmseg_vit_checkpoint_matches_mmseg_forward(tmp_path):
-    """mmseg's VisionTransformer weights give the same feature map as mmseg's own forward."""
+@pytest.mark.parametrize('size', [(64, 96), (50, 70)])
+def test_mmseg_vit_checkpoint_matches_mmseg_forward(tmp_path, size):
+    """mmseg's VisionTransformer weights give the same feature map as mmseg's own forward, also at sizes that
+    are not multiples of the patch, which both pad at the bottom and right by default."""
     from mmseg.models.backbones import VisionTransformer
     norm_cfg = dict(type='LN', eps=1e-6)
     mmseg_vit = VisionTransformer(img_size=64, patch_size=16, embed_dims=64, num_layers=3, num_heads=4,
@@ -85,7 +87,7 @@ def test_mmseg_vit_checkpoint_matches_mmseg_forward(tmp_path):
                 'meta': {'epoch': 1}}, path)
     model = LaPEViT(**tiny_vit_kwargs(pe_join='add', out_indices=(0, 2))).eval()
     assert load_pretrained(model, str(path)) == 'mmseg'
-    img = torch.randn(2, 3, 64, 96)
+    img = torch.randn(2, 3, *size)
     for ours, theirs in zip(model(img), mmseg_vit(img)):
         torch.testing.assert_close(ours, theirs, atol=1e-5, rtol=1e-5)
 

@@ -16,12 +16,11 @@ from tools.tiny_data import make_tiny_ade
 
 FSDP = 'configs/upernet_lape_vit_t_tiny-ade_128x128_fsdp.py'
 PLAIN = 'configs/upernet_lape_vit_t_tiny-ade_128x128.py'
-# 4 blocks; heads without BN, whose running statistics would differ between ranks (each keeps its
-# own, as under DDP) and make the sharded evaluation differ from the saved rank-0 buffers. Sliding-
-# window inference, as the ViT-L config: the validation images differ in size, so the two ranks run
-# different numbers of crops (9 + 9 and 9 + 12 forwards).
+# 4 blocks; the heads keep their BN (SyncBN turned into BN on the CPU: each rank's statistics, averaged
+# after every iteration, so the sharded evaluation sees the saved buffers). Sliding-window inference, as
+# the ViT-L config: the validation images differ in size, so the two ranks run different numbers of
+# crops (9 + 9 and 9 + 12 forwards).
 MODEL = {'model.backbone.num_layers': 4, 'model.backbone.out_indices': [0, 1, 2, 3],
-         'model.decode_head.norm_cfg': None, 'model.auxiliary_head.norm_cfg': None,
          'model.test_cfg.mode': 'slide', 'model.test_cfg.crop_size': [64, 64], 'model.test_cfg.stride': [48, 48]}
 
 

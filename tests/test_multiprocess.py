@@ -8,7 +8,7 @@ import pytest
 from mmengine.config import Config
 from mmengine.runner import Runner
 
-from conftest import ROOT, build_model, free_port, run_tool
+from conftest import ROOT, build_model, free_port, logged_metrics, run_tool
 from tiny_runs import FAMILIES, TinyRun, cfg_options
 
 
@@ -39,11 +39,15 @@ def test_two_process_training_finishes(family, tmp_path):
     """tools/dist_train.sh CONFIG 2: two CPU processes over gloo, at least two iterations (DDP
     finds a parameter without gradient at the second), then a distributed evaluation."""
     run = FAMILIES[family]
-    work = tmp_path / 'work'
-    out = run_tool('tools/dist_train.sh', run.config, '2', '--work-dir', str(work),
-                   *cfg_options(run.options(run.make_data(tmp_path / 'data'))),
+    work, root = tmp_path / 'work', run.make_data(tmp_path / 'data')
+    out = run_tool('tools/dist_train.sh', run.config, '2', '--work-dir', str(work), *cfg_options(run.options(root)),
                    env={'PYTHON': sys.executable, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
                         'CUDA_VISIBLE_DEVICES': ''})  # the CPU path, also where one GPU cannot host 2 ranks
     assert "dist_cfg: {'backend': 'gloo'}" in out and 'GPU number: 2' in out  # mmengine: the world size
     assert (work / run.checkpoint).exists() and re.search(r'(Iter|Epoch)\(val\)', out)
     assert list(work.glob('*/vis_data/scalars.json')), 'no training log was written'
+    if family == 'upernet':  # BN in the heads: the ranks' statistics are averaged, as the checkpoint's are
+        assert 'SyncBuffersEveryIterHook' in out
+        test = run_tool('tools/test.py', run.config, str(work / run.checkpoint), '--work-dir', str(tmp_path / 'test'),
+                        *cfg_options(run.options(root)), env={'OMP_NUM_THREADS': '1'})
+        assert logged_metrics(test, 'aAcc|mIoU|mAcc') == logged_metrics(out, 'aAcc|mIoU|mAcc') != {}
