@@ -5,6 +5,7 @@ import json
 import logging
 import re
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -20,8 +21,8 @@ from lape_mm.engine import DataCheckHook
 from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 from tools.tiny_data.coco import CLASSES
 
-from conftest import ROOT, build_dataset, build_model
-from tiny_runs import DEIT, MASK_RCNN, UPERNET, UPERNET_LAYERS, cls_options, seg_options
+from conftest import ROOT, build_dataset, build_model, free_port, run_process, tool_command
+from tiny_runs import DEIT, MASK_RCNN, UPERNET, UPERNET_LAYERS, cfg_options, cls_options, seg_options
 
 
 @pytest.fixture(scope='module')
@@ -129,6 +130,18 @@ def test_decoding_reads_an_evenly_spread_sample_and_says_so(tmp_path, monkeypatc
                       f'decodes every one)']
     with pytest.raises(DatasetError, match=re.escape(str(second))):
         check_seg_dataset(dataset, num_classes=150, sample=None)
+
+
+def test_check_all_files_decodes_every_file_through_the_tools(tmp_path, capsys):
+    """``--check-all-files`` sets the config's DataCheckHook to decode every file, over a sample set in the config."""
+    from test_user_errors import assert_one_line_usage_error, run_tool_here
+    root = make_tiny_ade(tmp_path, num_train=5, num_val=1)
+    second = sorted((root / 'annotations/training').glob('*.png'))[1]  # not among the 3 of 5 decoded
+    Image.fromarray(np.full((4, 4), 1, np.uint8)).save(second)  # of another size than its image
+    code, err = run_tool_here(capsys, 'train', str(ROOT / UPERNET.config), '--work-dir', str(tmp_path / 'work'),
+                              '--check-all-files', '--cfg-options', 'default_hooks.data_check.sample=3',
+                              f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}')
+    assert_one_line_usage_error(code, err, str(second))
 
 
 def test_a_missing_data_folder_or_annotation_file_is_named_when_the_library_builds_the_dataset(tmp_path):
@@ -286,6 +299,21 @@ def test_the_hook_refuses_a_validation_set_missing_a_class_folder(tmp_path):
             f'but the training set {root}/train has 10 classes [\'n00000000\', \'n00000001\', ') + '.*' + re.escape(
             "(missing in validation: ['n00000001'], only in validation: []): labels are numbered by position")):
         runner.train()
+
+
+@pytest.mark.slow
+def test_both_processes_of_a_two_process_run_stop_on_bad_data(tmp_path):
+    """tools/dist_train.sh CONFIG 2 on CPU: rank 0 finds the empty label map, and rank 1 raises the same
+    error instead of waiting for it in the first collective."""
+    root = make_tiny_ade(tmp_path / 'ade', num_train=4, num_val=1)
+    empty = sorted((root / 'annotations/training').glob('*.png'))[1]
+    empty.write_bytes(b'')
+    proc = run_process(tool_command('tools/dist_train.sh', UPERNET.config, '2', '--work-dir', str(tmp_path / 'work'),
+                                    *cfg_options(UPERNET.options(root))), timeout=300,
+                       env={'PYTHON': sys.executable, 'PORT': str(free_port()), 'OMP_NUM_THREADS': '1',
+                            'CUDA_VISIBLE_DEVICES': ''})
+    errors = [line for line in proc.stderr.splitlines() if f'error: label map {empty} is empty' in line]
+    assert proc.returncode != 0 and len(errors) == 2, proc.stderr[-3000:]
 
 
 def test_only_rank_0_reads_the_files_and_every_rank_raises(monkeypatch):
