@@ -12,6 +12,7 @@ _base_ = [
     'mmdet::_base_/schedules/schedule_1x.py',
     'mmdet::_base_/default_runtime.py',
     './_base_/models/lape_vit_adapter_t.py',
+    './_base_/lape_runtime.py',
 ]
 model = dict(
     backbone=dict(_base_.lape_vit_adapter_t, window_size=14, global_attn_indexes=(2, 5, 8, 11), init_values=0.),
@@ -51,5 +52,6 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=500),
     dict(type='MultiStepLR', begin=0, end=max_epochs, by_epoch=True, milestones=[27, 33], gamma=0.1),
 ]
-default_hooks = dict(checkpoint=dict(interval=1, max_keep_ckpts=3, save_best='auto'))
+default_hooks = dict(checkpoint=dict(type='PruneAfterSaveCheckpointHook', backend_args=dict(backend='atomic_local'),
+                                     interval=1, max_keep_ckpts=3, save_best='auto'))
 auto_scale_lr = dict(base_batch_size=16)

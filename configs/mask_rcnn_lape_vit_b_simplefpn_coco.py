@@ -13,8 +13,8 @@
 _base_ = [
     'mmdet::_base_/models/mask-rcnn_r50_fpn.py',
     'mmdet::common/lsj-100e_coco-instance.py',
+    './_base_/lape_runtime.py',
 ]
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 
 image_size = (1024, 1024)
 pretrained = 'pretrain/lape_deit_base_in1k.pth'
@@ -68,3 +68,4 @@ param_scheduler = [
     dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=250),
     dict(type='MultiStepLR', begin=0, end=25, by_epoch=True, milestones=[22, 24], gamma=0.1),
 ]
+default_hooks = dict(checkpoint=dict(type='PruneAfterSaveCheckpointHook', backend_args=dict(backend='atomic_local')))

@@ -7,8 +7,8 @@ _base_ = [
     'mmseg::_base_/datasets/ade20k.py',
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
+    './_base_/lape_runtime.py',
 ]
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 crop_size = (512, 512)
 pretrained = 'pretrain/lape_deit_tiny_in1k.pth'
 model = dict(
@@ -33,3 +33,4 @@ optim_wrapper = dict(type='OptimWrapper', optimizer=dict(lr=0.001, weight_decay=
 train_dataloader = dict(batch_size=1)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
+default_hooks = dict(checkpoint=dict(type='PruneAfterSaveCheckpointHook', backend_args=dict(backend='atomic_local')))

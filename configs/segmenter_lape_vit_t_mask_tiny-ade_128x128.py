@@ -7,8 +7,8 @@ _base_ = [
     './_base_/datasets/tiny_ade.py',
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/tiny_300it.py',
+    './_base_/lape_runtime.py',
 ]
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 crop_size = (128, 128)
 model = dict(
     pretrained=None,

@@ -12,6 +12,7 @@ _base_ = [
     'mmseg::_base_/default_runtime.py',
     'mmseg::_base_/schedules/schedule_160k.py',
     './_base_/fsdp.py',
+    './_base_/lape_runtime.py',
 ]
 crop_size = (640, 640)
 pretrained = 'pretrain/vit_large_patch16_224.pth'
@@ -46,3 +47,4 @@ train_dataloader = dict(batch_size=1)
 val_dataloader = dict(batch_size=1)
 test_dataloader = val_dataloader
 auto_scale_lr = dict(enable=False, base_batch_size=16)
+default_hooks = dict(checkpoint=dict(type='PruneAfterSaveCheckpointHook', backend_args=dict(backend='atomic_local')))

@@ -5,6 +5,7 @@ _base_ = [
     './_base_/datasets/tiny_ade.py',
     'mmseg::_base_/default_runtime.py',
     './_base_/schedules/tiny_300it.py',
+    './_base_/lape_runtime.py',
 ]
 crop_size = (128, 128)
 model = dict(

@@ -1,9 +1,7 @@
 """Single-image inference through mmseg's / mmdet's inferencers, loading the checkpoint strictly.
 
 Stock inferencers load weights with ``strict=False``: a checkpoint of another model only logs its mismatched
-keys and then predicts with random weights. Results are written through a temporary file renamed over
-the output, so a failed write never leaves an existing file empty."""
-import os
+keys and then predicts with random weights. Results are written atomically (:mod:`lape_mm.fileio`)."""
 from pathlib import Path
 
 import numpy as np
@@ -11,20 +9,23 @@ from mmdet.apis import DetInferencer
 from mmseg.apis import MMSegInferencer
 from PIL import Image
 
+from .checkpoint import load_weights_only
 from .datasets import read_image
 from .engine import check_checkpoint_fits
+from .fileio import atomic_write
 
 
 class StrictWeights:
-    """Mixin for an mmengine ``BaseInferencer``: refuse weights that do not fit the model exactly."""
+    """Mixin for an mmengine ``BaseInferencer``: the weights are read weights-only, from any place and format
+    :func:`~lape_mm.checkpoint.load_weights_only` reads, and refused unless they fit the model exactly."""
 
     def __init__(self, model: str, weights: str, **kwargs):
-        self.weights_path = weights
-        super().__init__(model=model, weights=weights, **kwargs)
+        self.weights_path, self.checkpoint = weights, load_weights_only(weights)
+        super().__init__(model=model, weights=None, **kwargs)  # builds the model, then loads self.checkpoint
 
     def _load_weights_to_model(self, model, checkpoint: dict | None, cfg) -> None:
-        if checkpoint is not None:
-            check_checkpoint_fits(model, checkpoint, self.weights_path, 'infer')
+        checkpoint, self.checkpoint = self.checkpoint, None  # (not kept alive beside the model)
+        check_checkpoint_fits(model, checkpoint, self.weights_path, 'infer')
         super()._load_weights_to_model(model, checkpoint, cfg)
 
 
@@ -53,18 +54,12 @@ def output_format(out: str | Path, image: str | Path | None = None) -> str:
 
 
 def save_image(image: Image.Image, path: str | Path) -> None:
-    """Write ``image`` in the format ``path``'s extension names, to a temporary file in the same
-    folder renamed over ``path``: an existing file stays whole until the new one is."""
+    """Write ``image`` in the format ``path``'s extension names, atomically (an existing file stays whole
+    until the new one is)."""
     path = Path(path)
     fmt = output_format(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    try:
-        with open(tmp, 'wb') as f:
-            image.save(f, format=fmt)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path) as tmp, open(tmp, 'wb') as f:
+        image.save(f, format=fmt)
 
 
 def save_colour_mask(label: np.ndarray, palette: list, path: str | Path) -> None:

@@ -15,11 +15,9 @@ from mmengine.fileio import load
 from mmengine.logging import print_log
 from PIL import Image, UnidentifiedImageError
 
+from .errors import DatasetError
+
 SAMPLED_FILES = 500  # images and label maps decoded per dataset, evenly spread (the full ADE20K has 20k)
-
-
-class DatasetError(ValueError):
-    """A dataset that cannot be trained or evaluated on as configured."""
 
 
 def read_image(path: str | os.PathLike, what: str = 'image') -> Image.Image:

@@ -33,12 +33,15 @@ def tiny_vit_kwargs(**overrides) -> dict:
 
 
 def randomize_norms(model: torch.nn.Module) -> None:
-    """Give every LayerNorm non-trivial affine parameters so equivalence tests can fail."""
+    """Give every LayerNorm non-trivial affine parameters, and open every 'add_lape' gate (``pe_gate``),
+    so equivalence tests can fail."""
     with torch.no_grad():
-        for m in model.modules():
+        for name, m in model.named_modules():
             if isinstance(m, torch.nn.LayerNorm):
                 m.weight.uniform_(0.5, 1.5)
                 m.bias.normal_(0, 0.1)
+            elif name.endswith('pe_gate'):
+                m.gamma.uniform_(0.5, 1.5)
 
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -57,7 +57,7 @@ def reference_forward(model: LaPEViT, img: torch.Tensor, pe_norm_input=lambda p:
     elif pe is not None:
         pe = pe[:, 1:]
     join = model.pe_join if pe is not None else 'none'
-    if join == 'add':
+    if join in ('add', 'add_lape'):
         x = x + pe
     p_l = pe
     for layer, blk in enumerate(model.blocks):
@@ -66,9 +66,9 @@ def reference_forward(model: LaPEViT, img: torch.Tensor, pe_norm_input=lambda p:
         elif join == 'unshare':
             x = x + pe[layer:layer + 1]
         y = _ln(x, blk.norm1)
-        if join == 'lape':
+        if join in ('lape', 'add_lape'):
             p_l = _ln(pe_norm_input(p_l), blk.pe_norm)
-            y = y + p_l
+            y = y + (p_l if join == 'lape' else blk.pe_gate.gamma * p_l)
         elif join == 'lape_independent':
             y = y + _ln(pe, blk.pe_norm)
         x = x + _attention(y, blk.attn, (h, w), blk.window_size)
@@ -112,7 +112,7 @@ def test_gradients_reach_pe_and_pe_norm(pe_join, pe_type):
     if pe_type == 'learnable':
         assert model.pos_embed.grad is not None and model.pos_embed.grad.abs().sum() > 0
     for blk in model.blocks:
-        if pe_join.startswith('lape') and pe_type != 'none':
+        if pe_join in ('lape', 'lape_independent', 'add_lape') and pe_type != 'none':
             assert blk.pe_norm.weight.grad.abs().sum() > 0 and blk.pe_norm.bias.grad.abs().sum() > 0
         else:
             assert blk.pe_norm is None
@@ -290,7 +290,7 @@ def test_window_equal_to_grid_is_global_attention():
     (dict(pe_join='concat'), "unknown pe_join='concat'"),
     (dict(pe_type='rope'), "unknown pe_type='rope'"),
     (dict(arch='huge'), "unknown arch='huge'"),
-    (dict(out_indices=(1, 7)), 'out_indices [7] out of range'),
+    (dict(out_indices=(1, 7)), 'out_indices=[1, 7]: feature index 7 is out of range'),
     (dict(pe_join='unshare', pe_type='sincos_2d'), 'needs pe_type'),
     (dict(window_size=4), 'with_cls_token=False'),
 ])
@@ -305,7 +305,7 @@ def test_bad_arguments_are_named(kwargs, message):
 ])
 def test_bad_input_is_named(shape, message):
     with pytest.raises(ValueError, match=message):
-        LaPEViT(**tiny_vit_kwargs())(torch.randn(*shape))
+        LaPEViT(**tiny_vit_kwargs(pad_to_patch=False))(torch.randn(*shape))
 
 
 @pytest.mark.parametrize('pe_join', ['lape', 'add'])
@@ -456,3 +456,61 @@ def test_mmseg_pretrained_argument_becomes_init_cfg():
     assert model.init_cfg == dict(type='Pretrained', checkpoint='x.pth')
     with pytest.raises(ValueError, match='not both'):
         LaPEViT(**tiny_vit_kwargs(pretrained='x.pth', init_cfg=dict(type='Pretrained', checkpoint='y.pth')))
+
+
+# ---------------------------------------------------------------- 'add_lape': a plain ViT's function at step 0
+def _plain_vit_in_add_lape(img_size=(224, 224)) -> tuple[torch.nn.Module, LaPEViT]:
+    """A random 3-block timm ViT and a pe_join='add_lape' LaPEViT that loaded it (pe_norm and gates were
+    set off their start first, so the fit must put them back)."""
+    vit = timm.create_model('vit_tiny_patch16_224', pretrained=False, num_classes=0, depth=3, embed_dim=64,
+                            num_heads=4, img_size=img_size).eval()
+    randomize_norms(vit)
+    with torch.no_grad():
+        vit.pos_embed.normal_(0, 0.5)
+    model = LaPEViT(arch='tiny', embed_dims=64, num_layers=3, num_heads=4, img_size=img_size, pe_join='add_lape')
+    randomize_norms(model)
+    state_dict, report = fit_state_dict(vit.state_dict(), model)
+    assert len(report.closed) == len(report.identity) == 3  # and both are logged
+    load_fitted(model, state_dict)
+    return vit, model
+
+
+@pytest.mark.parametrize('img_size', [(224, 224), (224, 320)])
+def test_add_lape_from_a_plain_vit_is_that_vit(img_size):
+    """Loaded from a plain ViT checkpoint, 'add_lape' computes the checkpoint's function (float64)."""
+    vit, model = _plain_vit_in_add_lape(img_size)
+    vit, model = vit.double(), model.double().eval()
+    img = torch.randn(2, 3, *img_size, dtype=torch.float64)
+    tokens = vit.forward_features(img)
+    expected = tokens[:, 1:].reshape(2, img_size[0] // 16, img_size[1] // 16, -1).permute(0, 3, 1, 2)
+    torch.testing.assert_close(model(img)[0], expected, rtol=0, atol=0)
+
+
+def test_add_lape_fresh_model_starts_as_add():
+    """Built fresh, the gates are closed too: 'add_lape' computes what 'add' computes with the same weights."""
+    model = LaPEViT(**tiny_vit_kwargs(pe_join='add_lape')).eval()
+    add = LaPEViT(**tiny_vit_kwargs(pe_join='add')).eval()
+    add.load_state_dict({k: v for k, v in model.state_dict().items() if '.pe_' not in k})
+    img = torch.randn(2, 3, 48, 80)
+    torch.testing.assert_close(model(img)[0], add(img)[0], rtol=0, atol=0)
+
+
+def test_add_lape_gates_learn_from_the_first_step():
+    """From a plain ViT: every gate gets a non-zero gradient at step 0 and moves in step 1; the pe_norm
+    layers get theirs once the gates are open (step 2). Adam, no weight decay: only gradients move them."""
+    _, model = _plain_vit_in_add_lape()
+    model.train()
+    gates = [blk.pe_gate.gamma for blk in model.blocks]
+    norms = [p.detach().clone() for blk in model.blocks for p in blk.pe_norm.parameters()]
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for step in range(3):
+        optimizer.zero_grad()
+        model(torch.randn(2, 3, 64, 96))[0].square().mean().backward()
+        if step == 0:
+            assert all(g.grad.abs().min() > 0 for g in gates), [g.grad.abs().min() for g in gates]
+            assert all(p.grad.abs().max() == 0 for blk in model.blocks for p in blk.pe_norm.parameters())
+        optimizer.step()
+        if step == 0:
+            assert all(g.abs().min() > 0 for g in gates)
+    moved = [p.detach() for blk in model.blocks for p in blk.pe_norm.parameters()]
+    assert all((a - b).abs().min() > 0 for a, b in zip(moved, norms))

@@ -17,7 +17,7 @@ from mmengine.logging import MMLogger
 from mmengine.runner.checkpoint import CheckpointLoader
 
 from lape_mm import LaPEViT
-from lape_mm.checkpoint import CheckpointError, safe_load
+from lape_mm.checkpoint import CheckpointError, load_weights_only, safe_load
 from lape_mm.models.backbones import load_pretrained
 
 from conftest import randomize_norms, tiny_vit_kwargs
@@ -102,7 +102,7 @@ def test_a_corrupt_cached_download_is_named_deleted_and_fetched_again(tmp_path, 
     served = tmp_path / 'served'
     weights = _vit_file(served / 'model.pth', seed=1)
     with serve(served) as url:
-        CheckpointLoader.load_checkpoint(f'{url}/model.pth')
+        load_weights_only(f'{url}/model.pth')
         [cached] = [p for p in torch_home.rglob('model.pth')]
         cached.write_bytes(cached.read_bytes()[:1000])  # e.g. a disk that filled up
         _assert_weights(_init_from(f'{url}/model.pth'), weights)
@@ -184,7 +184,7 @@ def test_a_truncated_safetensors_file_is_named(tmp_path):
     path = tmp_path / 'model.safetensors'
     safetensors.torch.save_file(LaPEViT(**tiny_vit_kwargs()).state_dict(), path)
     path.write_bytes(path.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match=f'{re.escape(str(path))}: the file is truncated'):
+    with pytest.raises(CheckpointError, match=f'{re.escape(str(path))}: it is corrupt .*incomplete metadata'):
         _init_from(str(path))
 
 
@@ -247,3 +247,11 @@ def test_tools_test_scores_a_safetensors_file_as_the_pth(tiny_ade, tmp_path):
                                                       str(tmp_path / path.suffix[1:]), *small_run_options(tiny_ade)))
               for path in (pth, st)]
     assert scores[0] and scores[1] == scores[0]
+
+
+@pytest.mark.timeout(60)
+def test_a_file_in_torch_hub_cache_is_used_without_network_and_named(tmp_path, torch_home, mm_log):
+    """An offline node prepared by putting the file where torch.hub keeps it: no server runs here."""
+    weights = _vit_file(torch_home / 'hub' / 'checkpoints' / 'model.pth', seed=3)
+    _assert_weights(_init_from('https://example.invalid/weights/model.pth'), weights)
+    assert any("torch.hub's cache, which keeps files by name alone" in line for line in mm_log)

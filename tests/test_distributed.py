@@ -14,7 +14,7 @@ import torch
 
 from conftest import ROOT, free_port, kill_process_group
 from lape_mm.checkpoint import safe_load
-from tiny_runs import UPERNET, cfg_options
+from tiny_runs import UPERNET, cfg_options, hook_config, hook_env
 
 DIST_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 SLURM_VARS = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST', 'SLURM_JOB_ID')
@@ -227,9 +227,7 @@ def test_a_restarted_job_resumes_from_its_own_newest_checkpoint(tmp_path, monkey
 # --- end to end: two nodes, a killed rank -------------------------------------------------------------
 
 def _train_options(data_root: Path) -> list[str]:
-    """Four iterations of the tiny UPerNet, a checkpoint every two, no validation. The dataloader
-    keeps its worker process: without one, the augmentations draw from the main process's RNG,
-    whose state RNGStateHook restores one batch late after a resume."""
+    """Four iterations of the tiny UPerNet, a checkpoint every two, no validation."""
     return cfg_options({**UPERNET.options(data_root), 'train_cfg.max_iters': 4, 'default_hooks.checkpoint.interval': 2,
                         'val_dataloader': None, 'val_cfg': None, 'val_evaluator': None})
 
@@ -305,11 +303,9 @@ def test_a_killed_rank_is_restarted_and_the_run_ends_as_if_never_killed(referenc
     """Rank 1 is SIGKILLed after iteration 3 (iter_2.pth written); torchrun restarts the group,
     which resumes from iter_2 (one iteration lost, less than the checkpoint interval)."""
     data, reference = reference_run
-    config = tmp_path / 'killing.py'
-    config.write_text(f"_base_ = '{ROOT / UPERNET.config}'\ncustom_imports = dict(imports=['lape_mm', 'kill_hook'])\n"
-                      "custom_hooks = [dict(type='KillRankOnceHook', iteration=3, rank=1)]\n")
-    work, output = _train(tmp_path, 'restarted', [str(config), '2', *_train_options(data)], MAX_RESTARTS='1',
-                          PYTHONPATH=str(ROOT / 'tests' / 'helpers'))
+    config = hook_config(tmp_path, "dict(type='KillRankOnceHook', iteration=3, rank=1)", UPERNET.config)
+    work, output = _train(tmp_path, 'restarted', [config, '2', *_train_options(data)], MAX_RESTARTS='1',
+                          **hook_env())
     assert 'failed (exitcode: -9) local_rank: 1' in output, output[-6000:]  # torchrun saw the kill
     assert f'restarted: resuming from {work / "iter_2.pth"}, the newest checkpoint of this job' in output
     assert_same_weights(work / 'iter_4.pth', reference)

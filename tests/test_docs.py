@@ -1,7 +1,9 @@
 """The docs are claims: every shell command in README.md and docs/*.md is either run here (those that
 finish in seconds: the tiny-data makers and the converters) or listed as not run, with why; every
 option a documented command passes to a tool is one the tool's --help lists; every ``lape_mm.*``
-name imports, and every repository path the docs name exists.
+name imports, every repository path, config and make target the docs name exists, and every
+section that states a measured figure names the commit it was measured at, a commit of this
+repository.
 
 Commands run in this process (``run_main``), in a scratch folder that links the repository's code
 and configs, so that what they write (``data/``, ``work_dirs/``, ``pretrain/``) stays out of the
@@ -13,6 +15,8 @@ from __future__ import annotations
 import importlib
 import re
 import shlex
+import shutil
+import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -127,9 +131,20 @@ def test_code_blocks_without_a_language_hold_no_commands():
 
 
 def test_make_targets_exist():
+    """Every `make X` of a code block or of the text is a target of the Makefile."""
     makefile = (ROOT / 'Makefile').read_text()
     targets = {c.words[1] for c in COMMANDS if c.program == 'make'}
-    assert targets and all(re.search(rf'^{re.escape(t)}:', makefile, re.M) for t in targets), targets
+    targets |= {t for doc in DOCS for t in re.findall(r'`make ([\w-]+)', _read(doc))}
+    missing = sorted(t for t in targets if not re.search(rf'^{re.escape(t)}:', makefile, re.M))
+    assert targets and not missing, f'the docs name make targets the Makefile lacks: {missing}'
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda doc: doc.name)
+def test_python_blocks_compile(doc):
+    """The ```python blocks (config snippets, scripts) are valid Python."""
+    for language, body in FENCE.findall(_read(doc)):
+        if language == 'python':
+            compile(body, doc.name, 'exec')
 
 
 # ---------------------------------------------------------------- options against --help
@@ -143,6 +158,9 @@ def _documented_tool_uses() -> dict[str, set[str]]:
         if match:
             tool = LAUNCHED.get(match.group(1), match.group(1))
             uses.setdefault(tool, set()).update(re.findall(r'(?<![\w-])--[a-z][\w-]*', text[match.end():]))
+    for tool in {t for doc in DOCS for t in re.findall(r'\btools/\w+\.py\b', _read(doc))}:
+        if (ROOT / tool).is_file() and "if __name__ == '__main__':" in (ROOT / tool).read_text():
+            uses.setdefault(tool, set())  # an entry point the docs only name: its --help runs
     return uses
 
 
@@ -223,17 +241,95 @@ def _expand_braces(path: str) -> list[str]:
             for p in _expand_braces(path[:match.start()] + option + path[match.end():])]
 
 
-def test_documented_repository_paths_exist():
-    """Every `lape_mm/...`, `tools/...`, `configs/...`, `tests/...`, `scripts/...` or `docs/...`
-    path in inline code (with ``{a,b}`` alternatives and ``*`` globs) names files that exist."""
-    missing = []
-    for doc in DOCS:
-        for span in re.findall(r'`([^`\n]+)`', _read(doc)):
-            for token in span.split():
-                token = token.strip('(),;:')
-                if not re.match(r'(lape_mm|tools|configs|tests|scripts|docs)/[\w./{},*-]+$', token):
-                    continue
-                for path in _expand_braces(token.rstrip('.')):
-                    if not (any(ROOT.glob(path)) if '*' in path else (ROOT / path).exists()):
-                        missing.append(f'{doc.name}: {path}')
-    assert not missing, 'paths the docs name that do not exist:\n' + '\n'.join(sorted(set(missing)))
+REPO_PATH = re.compile(r'(?<![\w/.~-])((?:lape_mm|tools|configs|tests|scripts|docs)/[\w./{},*-]*[\w*}/])')
+# Paths inside the package, as docs/architecture.md writes them (`models/layers/block.py`).
+PACKAGE_PATH = re.compile(r'(?:models|engine|checkpoint)/[\w./{},*-]+')
+# Config names without their folder and extension, as tables write them (`upernet_lape_vit_b`),
+# and globs over the config names (`*tiny-ade*`).
+CONFIG_NAME = re.compile(r'(?:pretrain/)?(?:upernet|segmenter|mask_rcnn|lape_deit)_[\w{},*-]+(?:\.py)?'
+                         r'|\*[\w{},*-]+\*?(?:\.py)?')
+UPSTREAM_CONFIG = re.compile(r'(mmseg|mmdet|mmpretrain)::([\w/.{},*-]+\.py)')
+
+
+def _exists(path: str) -> bool:
+    return any(ROOT.glob(path)) if '*' in path else (ROOT / path).exists()
+
+
+def _inline_tokens(text: str) -> list[str]:
+    """The words of the inline code spans, without the punctuation around them."""
+    return [token.strip('(),;:').rstrip('.') for span in re.findall(r'`([^`\n]+)`', text) for token in span.split()]
+
+
+def _missing(names: list[str], where) -> list[str]:
+    return sorted({name for name in names if not all(_exists(where(path)) for path in _expand_braces(name))})
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda doc: doc.name)
+def test_documented_repository_paths_exist(doc):
+    """Every `lape_mm/...`, `tools/...`, `configs/...`, `tests/...`, `scripts/...` or `docs/...` path
+    in the text (with ``{a,b}`` alternatives and ``*`` globs), every package path in inline code
+    (`engine/rng_state_hook.py`) and every relative link names files that exist."""
+    text = _read(doc)
+    missing = _missing(REPO_PATH.findall(text), lambda path: path)
+    missing += _missing([t for t in _inline_tokens(text) if PACKAGE_PATH.fullmatch(t)], lambda path: f'lape_mm/{path}')
+    prose = FENCE.sub('', text)
+    links = [link for link in re.findall(r'\]\(([^)#\s]+)', prose) if not re.match(r'\w+://', link)]
+    missing += _missing(links, lambda path: str((doc.parent / path).relative_to(ROOT)))
+    assert not missing, f'{doc.name} names paths that do not exist: {missing}'
+
+
+def _config_path(name: str) -> str:
+    """`upernet_lape_vit_b` -> `configs/upernet_lape_vit_b.py`; `*tiny-ade*` -> `configs/**/*tiny-ade*.py`."""
+    if '*' not in name:
+        return f'configs/{name.removesuffix(".py")}.py'
+    return f'configs/**/{name}' if name.endswith('.py') else f'configs/**/{name.rstrip("*")}*.py'
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda doc: doc.name)
+def test_documented_configs_exist(doc):
+    """Config names written without `configs/` (`upernet_lape_vit_b`, `pretrain/lape_deit_base_in1k`,
+    `*tiny-coco*`) name configs of this repository; `mmseg::...py` names a config of that package."""
+    names = [t for t in _inline_tokens(doc.read_text()) if CONFIG_NAME.fullmatch(t) and not t.endswith('.pth')]
+    missing = _missing(names, _config_path)
+    for package, path in UPSTREAM_CONFIG.findall(doc.read_text()):
+        mim = Path(importlib.import_module(package).__file__).parent / '.mim' / 'configs'
+        missing += [f'{package}::{p}' for p in _expand_braces(path) if not (mim / p).is_file()]
+    assert not missing, f'{doc.name} names configs that do not exist: {missing}'
+
+
+# ---------------------------------------------------------------- figures carry their commit
+COMMIT = re.compile(r'\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40}\b')
+# A measured figure: a time, memory size or throughput with its unit, a ratio to timm, mmseg or the
+# add twin, or an accuracy (`mIoU 80.48`).
+FIGURE = re.compile(r'\b\d[\d.,]*\s?(?:ms|min|minutes|MiB|GiB|GFLOP/s|GFLOPs)\b'
+                    r'|\b\d[\d.]*x (?:timm|mmseg|the add|add)\b|\b(?:mIoU|top-1|top-5|box AP|mask AP)\s+\d')
+
+
+def _sections(text: str) -> list[str]:
+    """The sections of a markdown text (each heading with the text up to the next), code blocks left out."""
+    return re.split(r'^(?=#+ )', FENCE.sub('', text), flags=re.M)
+
+
+@pytest.mark.parametrize('doc', DOCS, ids=lambda doc: doc.name)
+def test_measured_figures_name_their_commit(doc):
+    """Every figure carries the commit it was measured at (the developers' guide), checked per section:
+    a section that states a measured figure names a commit (`measured at 68bae08 on ...`)."""
+    bare = [section.splitlines()[0] for section in _sections(_read(doc))
+            if FIGURE.search(section) and not COMMIT.search(section)]
+    assert not bare, (f'{doc.name}: sections with measured figures but no commit (name the commit and the '
+                      f'machine each figure was measured on): {bare}')
+
+
+def test_named_commits_exist():
+    """The commits the docs name are commits of this repository (a typo'd hash labels nothing)."""
+    git = shutil.which('git')
+    if git is None or not (ROOT / '.git').exists():
+        pytest.skip('not a git checkout')
+    if subprocess.run([git, 'rev-parse', '--is-shallow-repository'], cwd=ROOT, capture_output=True,
+                      text=True).stdout.strip() != 'false':
+        pytest.skip('a shallow clone lacks the older commits')
+    names = sorted({h for doc in DOCS for h in COMMIT.findall(_read(doc))})
+    found = subprocess.run([git, 'cat-file', '--batch-check'], cwd=ROOT, capture_output=True, text=True, check=True,
+                           input=''.join(f'{h}^{{commit}}\n' for h in names)).stdout.splitlines()
+    missing = [line.split()[0].removesuffix('^{commit}') for line in found if line.endswith(' missing')]
+    assert names and not missing, f'the docs name commits this repository does not have: {missing}'

@@ -17,19 +17,19 @@ from mmengine.config import Config
 from PIL import Image
 
 from lape_mm import LaPEViT
-from lape_mm.checkpoint import CheckpointError, safe_load
+from lape_mm.checkpoint import CheckpointError, load_weights_only, safe_load
 from tools.tiny_data import make_tiny_ade
 from tools.launch import check_data
 
 from conftest import ROOT, build_model, kill_process_group, run_process, run_tool, tiny_vit_kwargs
-from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
+from tiny_runs import TINY_SEG as TINY, derived_config, hook_config, hook_env, small_run_options
 
 # --- bad checkpoint files: one named error that says what is wrong with which file ---------------
 
 BAD_FILES = {
     'empty': (lambda good: b'', 'empty'),
     'truncated': (lambda good: good[:len(good) // 2], 'truncated'),
-    'random bytes': (lambda good: np.random.default_rng(0).bytes(4096), 'not a PyTorch checkpoint'),
+    'random bytes': (lambda good: np.random.default_rng(0).bytes(4096), 'not a checkpoint'),
 }
 
 
@@ -46,9 +46,8 @@ def bad_checkpoint(tmp_path, request):
 
 @pytest.mark.parametrize('bad_checkpoint', sorted(BAD_FILES), indirect=True)
 def test_bad_checkpoint_files_raise_checkpoint_error_naming_file_and_problem(bad_checkpoint):
-    from mmengine.runner.checkpoint import _load_checkpoint
     path, words = bad_checkpoint
-    for load in (safe_load, _load_checkpoint):  # lape_mm's loader, and mmengine's (load_from, --resume)
+    for load in (safe_load, load_weights_only):  # a local file, and any source lape_mm and its tools read
         with pytest.raises(CheckpointError, match=f'{re.escape(str(path))}.*{words}'):
             load(str(path))
     backbone = LaPEViT(**tiny_vit_kwargs(), init_cfg=dict(type='Pretrained', checkpoint=str(path)))
@@ -171,10 +170,8 @@ def test_kill_during_save_loses_no_checkpoint_and_resume_finishes(tiny_ade, tmp_
     options = small_run_options(tiny_ade, iters=4, ckpt_interval=1, **{
         'default_hooks.checkpoint.max_keep_ckpts': keep, 'train_cfg.val_interval': 100})
     work = tmp_path / 'work'
-    killing = derived_config(tmp_path, "custom_imports = dict(imports=['lape_mm', 'kill_hook'])\n"
-                                       "custom_hooks = [dict(type='KillDuringSaveHook', iteration=3)]\n")
-    proc = run_process([sys.executable, 'tools/train.py', killing, '--work-dir', str(work), *options],
-                       env={'PYTHONPATH': str(ROOT / 'tests' / 'helpers')})
+    killing = hook_config(tmp_path, "dict(type='KillDuringSaveHook', iteration=3)")
+    proc = run_process([sys.executable, 'tools/train.py', killing, '--work-dir', str(work), *options], env=hook_env())
     assert proc.returncode == -signal.SIGKILL, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert len(list(work.glob('.tmp-*iter_3.pth'))) == 1  # killed mid-save
     assert _complete_checkpoints(work) == ['iter_1.pth', 'iter_2.pth'][-keep:]
@@ -213,12 +210,12 @@ def test_resume_with_nothing_to_resume_starts_from_scratch(tmp_path):
 
 
 def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
-    from tools.work_dir import WorkDirBusyError, lock_work_dir
+    from lape_mm.engine.work_dir_lock import WorkDirBusyError, lock_work_dir
     lock = lock_work_dir(str(tmp_path))
     with pytest.raises(WorkDirBusyError, match=f'in use by another training run \\(PID {os.getpid()}\\)'):
         lock_work_dir(str(tmp_path))
     lock.close()
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from tools.work_dir import '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from lape_mm.engine.work_dir_lock import '
                                'lock_work_dir; l = lock_work_dir(sys.argv[1]); print("locked", flush=True); '
                                'time.sleep(60)', str(tmp_path)],
                               cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)}, stdout=subprocess.PIPE, text=True,
@@ -234,10 +231,10 @@ def test_second_run_on_a_work_dir_is_refused_naming_the_first(tmp_path):
 
 def test_busy_message_names_the_holder_only_while_it_lives(tmp_path):
     """The lock file can name a process that is gone (e.g. the PID of a killed run): it is not named."""
-    from tools.work_dir import LOCK_NAME, WorkDirBusyError, lock_work_dir
+    from lape_mm.engine.work_dir_lock import LOCK_NAME, WorkDirBusyError, lock_work_dir
     dead = subprocess.Popen([sys.executable, '-c', ''])
     dead.wait(timeout=60)
-    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from tools.work_dir import lock_work_dir; '
+    holder = subprocess.Popen([sys.executable, '-c', 'import sys, time; from lape_mm.engine.work_dir_lock import lock_work_dir; '
                                'l = lock_work_dir(sys.argv[1]); print("locked", flush=True); time.sleep(60)',
                                str(tmp_path)], cwd=ROOT, env={**os.environ, 'PYTHONPATH': str(ROOT)},
                               stdout=subprocess.PIPE, text=True)
@@ -256,14 +253,13 @@ def test_busy_message_names_the_holder_only_while_it_lives(tmp_path):
 def test_a_killed_run_with_persistent_workers_frees_its_work_dir_at_once(tiny_ade, tmp_path):
     """SIGKILL a run whose dataloader workers persist (they outlive it by seconds): its work dir is free
     the moment it is dead, and --resume straight away finishes the run."""
-    from tools.work_dir import lock_work_dir
+    from lape_mm.engine.work_dir_lock import lock_work_dir
     options = small_run_options(tiny_ade, iters=4, ckpt_interval=1, **{
         'train_dataloader.num_workers': 2, 'train_dataloader.persistent_workers': True,
         'train_cfg.val_interval': 100})
     work = tmp_path / 'work'
-    killing = derived_config(tmp_path, "custom_imports = dict(imports=['lape_mm', 'kill_hook'])\n"
-                                       "custom_hooks = [dict(type='KillAtIterHook', iteration=3)]\n")
-    env = {**os.environ, 'PYTHONPATH': str(ROOT / 'tests' / 'helpers')}
+    killing = hook_config(tmp_path, "dict(type='KillAtIterHook', iteration=3)")
+    env = {**os.environ, **hook_env()}
     with open(tmp_path / 'killed.log', 'w') as log:  # not a pipe: the orphaned workers would hold it open
         run = subprocess.Popen([sys.executable, 'tools/train.py', killing, '--work-dir', str(work), *options],
                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -280,7 +276,7 @@ def test_a_killed_run_with_persistent_workers_frees_its_work_dir_at_once(tiny_ad
 
 @pytest.mark.slow
 def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
-    from tools.work_dir import lock_work_dir
+    from lape_mm.engine.work_dir_lock import lock_work_dir
     lock = lock_work_dir(str(tmp_path))  # this test process plays the live run
     try:
         proc = run_process([sys.executable, 'tools/train.py', TINY, '--work-dir', str(tmp_path),

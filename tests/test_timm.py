@@ -102,6 +102,26 @@ def test_fx_forward_is_exact(pe_type):
             fx_model(torch.randn(1, 3, 100, 100))
 
 
+@pytest.mark.parametrize('kwargs', [dict(rope='axial', pe_type='none'), dict(rope='mixed', pe_join='lape'),
+                                    dict(rope='axial', with_cls_token=False, global_pool='avg', window_size=3,
+                                         global_attn_indexes=(3,))], ids=['axial', 'mixed-lape', 'axial-windows'])
+def test_fx_forward_with_rope_is_exact(kwargs):
+    """RoPE tables are built at each input's grid in the traced model too (traced at 128, run at 128x80)."""
+    model = create(**kwargs).eval()
+    with torch.inference_mode():
+        fx_model = _fx_model(model, train=False)
+        for img in (torch.randn(1, 3, 128, 128), torch.randn(1, 3, 128, 80)):
+            assert torch.equal(next(iter(fx_model(img).values())), model(img))
+
+
+def test_torchscript_refuses_rope():
+    """TorchScript cannot build the tables: a scripted RoPE model says so instead of running without them."""
+    with timm.layers.set_scriptable(True):
+        model = create(rope='axial').eval()
+    with pytest.raises(torch.jit.Error, match='TorchScript cannot build RoPE tables'):
+        torch.jit.script(model)(torch.randn(1, 3, 64, 64))
+
+
 def test_fx_backward():
     """timm's test_model_backward_fx."""
     model = create(num_classes=42).train()
@@ -122,7 +142,7 @@ def test_pretrained_file_is_strict(tmp_path):
     assert torch.equal(model.pos_embed, source.pos_embed) and model.head.weight.shape == (7, 192)
     del no_head['pos_embed']
     torch.save({'model': no_head}, tmp_path / 'no_pe.pth')
-    with pytest.raises(CheckpointError, match=r"missing \['pos_embed'\]"):
+    with pytest.raises(CheckpointError, match=r"missing from the checkpoint \(pos_embed: 1\): pos_embed\n"):
         create(pretrained=True, pretrained_cfg_overlay=dict(file=str(tmp_path / 'no_pe.pth')))
     (tmp_path / 'empty.pth').write_bytes(b'')
     with pytest.raises(CheckpointError):

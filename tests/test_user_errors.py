@@ -1,6 +1,7 @@
 """Issue 22: arguments that were accepted and ignored or misread are named errors, and a mistake a user
 makes at a tool's command line is one line and exit code 2, without a traceback (``--debug`` shows it)."""
 import logging
+import os
 
 import pytest
 import torch
@@ -10,7 +11,7 @@ from lape_mm.models.arguments import ConfigError
 from tools.launch import enable_amp, fit_schedule, load_config
 
 from conftest import ROOT, run_main, tiny_vit_kwargs
-from tiny_runs import TINY_SEG as TINY
+from tiny_runs import TINY_SEG as TINY, small_run_options
 from test_vit_adapter import tiny_adapter
 
 ADAPTER_TINY = 'configs/upernet_lape_vit_adapter_t_tiny-ade_128x128.py'  # its adapter norms are SyncBN
@@ -107,14 +108,17 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, case):
     assert_one_line_usage_error(*run_tool_here(capsys, tool, *args), *fragments)
 
 
-def test_a_busy_work_dir_is_one_line_with_exit_code_2(monkeypatch, capsys, tmp_path):
-    from tools.work_dir import WorkDirBusyError
-
-    def busy(work_dir):
-        raise WorkDirBusyError(f'work dir {work_dir} is in use by another training run (PID 1)')
-    monkeypatch.setattr('tools.launch.lock_work_dir', busy)
-    code, err = run_tool_here(capsys, 'train', str(ROOT / TINY), '--work-dir', str(tmp_path))
-    assert_one_line_usage_error(code, err, 'train.py: error:', 'is in use by another training run (PID 1)')
+def test_a_busy_work_dir_is_one_line_with_exit_code_2(capsys, tmp_path, tiny_ade):
+    """The lock is taken when the run starts (configs/_base_/lape_runtime.py's WorkDirLockHook)."""
+    from lape_mm.engine.work_dir_lock import lock_work_dir
+    lock = lock_work_dir(str(tmp_path))  # this process plays the live run
+    try:
+        code, err = run_tool_here(capsys, 'train', str(ROOT / TINY), '--work-dir', str(tmp_path),
+                                  *small_run_options(tiny_ade))
+    finally:
+        lock.close()
+    assert_one_line_usage_error(code, err, 'train.py: error:', f'in use by another training run (PID {os.getpid()})')
+    assert not list(tmp_path.glob('*.pth'))
 
 
 def test_debug_shows_the_traceback(capsys, tmp_path):

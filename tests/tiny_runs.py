@@ -2,6 +2,7 @@
 through ``tools/`` to a few iterations: shared by the end-to-end, multi-process and CUDA tests."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -85,4 +86,22 @@ def derived_config(folder: Path, body: str) -> str:
     cannot express."""
     path = folder / 'derived_config.py'
     path.write_text(f"_base_ = '{ROOT / TINY_SEG}'\n{body}")
+    return str(path)
+
+
+HOOK_HELPERS = ROOT / 'tests' / 'helpers'  # kill_hook.py: hooks that SIGKILL their own process
+
+
+def hook_env() -> dict:
+    """The environment of a tool run whose config imports ``kill_hook`` (``HOOK_HELPERS`` on PYTHONPATH)."""
+    return {'PYTHONPATH': os.pathsep.join(filter(None, (str(HOOK_HELPERS), os.environ.get('PYTHONPATH'))))}
+
+
+def hook_config(folder: Path, hook: str, base: str = TINY_SEG) -> str:
+    """A config in ``folder`` inheriting ``base`` with the hook ``hook`` (a ``dict(...)`` text from
+    ``tests/helpers/kill_hook.py``; run it with :func:`hook_env`) after the config's own hooks."""
+    path = folder / 'hook_config.py'
+    path.write_text(f"_base_ = '{ROOT / base}'\n"
+                    f"custom_imports = dict(imports=['lape_mm', 'kill_hook'], allow_failed_imports=False)\n"
+                    f"custom_hooks = _base_.custom_hooks + [{hook}]\n")
     return str(path)

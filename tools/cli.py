@@ -11,18 +11,16 @@ import sys
 from typing import Callable
 
 USAGE_ERROR = 2  # argparse's exit code for a bad command line
-# The mistakes a user makes, as (module, class): a bad checkpoint, dataset or model argument, a busy
-# work dir. Looked up only in modules already imported (a class never loaded was never raised), so
-# that tools which do not need lape_mm, such as the tiny data makers, do not import torch for this.
-_USER_ERRORS = (('lape_mm.checkpoint', 'CheckpointError'), ('lape_mm.datasets', 'DatasetError'),
-                ('lape_mm.models.arguments', 'ConfigError'), ('tools.work_dir', 'WorkDirBusyError'))
+# Besides lape_mm's LaPEError: a missing file, or a file or folder in the way.
+OS_USER_ERRORS = (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
-    """The user-error classes that can have been raised in this process, and a missing file or one in
-    the way (FileNotFoundError, FileExistsError)."""
-    return (FileNotFoundError, FileExistsError,
-            *(getattr(sys.modules[module], name) for module, name in _USER_ERRORS if module in sys.modules))
+    """What a user's mistake raises: :class:`lape_mm.errors.LaPEError` (looked up only where already
+    imported, so that tools which do not need lape_mm, such as the tiny data makers, do not import torch
+    for this) and :data:`OS_USER_ERRORS`."""
+    errors = sys.modules.get('lape_mm.errors')
+    return OS_USER_ERRORS + ((errors.LaPEError,) if errors else ())
 
 
 def run_main(main: Callable[[], object]) -> None:

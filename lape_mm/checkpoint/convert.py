@@ -9,7 +9,7 @@ from collections.abc import Mapping
 import torch
 from mmengine.logging import print_log
 
-from .safe_load import CheckpointError
+from ..errors import CheckpointError
 
 StateDict = dict[str, torch.Tensor]
 CONTAINER_KEYS = ('state_dict', 'model', 'module')
@@ -75,6 +75,19 @@ def convert_vit_adapter(state_dict: StateDict) -> StateDict:
     ])
 
 
+def convert_rope_vit(state_dict: StateDict) -> StateDict:
+    """naver's RoPE-ViT (DeiT-III with RoPE), in its own layout or timm's (``vit_*_patch16_rope*_224``):
+    layer scale ``gamma_{1,2}`` is ``ls{1,2}.gamma``, the original's mixed frequencies ``freqs`` are
+    ``rope.freqs`` (its grid buffers ``freqs_t_{x,y}`` are rebuilt per input), and the PE of the 'ape'
+    models, which has no cls slot, gets a zero one (adding zero to the cls token is what naver does)."""
+    state_dict = _rename(state_dict, [(r'^blocks\.(\d+)\.gamma_([12])$', r'blocks.\1.ls\2.gamma'),
+                                      (r'^freqs$', 'rope.freqs')])
+    state_dict = {k: v for k, v in state_dict.items() if k not in ('freqs_t_x', 'freqs_t_y')}
+    if (pe := state_dict.get('pos_embed')) is not None:
+        state_dict['pos_embed'] = torch.cat([pe.new_zeros(pe.shape[0], 1, pe.shape[2]), pe], dim=1)
+    return state_dict
+
+
 def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
     """The tensors of a checkpoint file: inside ``state_dict``/``model``, without wrapper prefixes."""
     state_dict = next((checkpoint[k] for k in CONTAINER_KEYS if isinstance(checkpoint.get(k), Mapping)), checkpoint)
@@ -96,9 +109,11 @@ def unwrap(checkpoint: Mapping, prefix: str | None = None) -> StateDict:
 
 
 def detect_format(state_dict: StateDict) -> str:
-    """'vit_adapter', 'timm' (timm, DeiT, LaPE authors, lape_mm), 'mmseg' or 'mmpretrain'."""
+    """'vit_adapter', 'rope_vit' (naver's), 'timm' (timm, DeiT, LaPE authors, lape_mm), 'mmseg' or 'mmpretrain'."""
     if any(k.startswith(('spm.', 'interactions.')) for k in state_dict):
         return 'vit_adapter'
+    if any(re.fullmatch(r'blocks\.\d+\.gamma_[12]', k) for k in state_dict):
+        return 'rope_vit'
     if any(k.startswith('blocks.') for k in state_dict):
         return 'timm'
     if any(re.match(r'layers\.\d+\.attn\.attn\.in_proj_weight', k) for k in state_dict):
@@ -107,11 +122,11 @@ def detect_format(state_dict: StateDict) -> str:
         return 'mmpretrain'
     sample = ', '.join(sorted(state_dict)[:5])
     raise CheckpointError(f'unrecognised checkpoint format (first keys: {sample}); supported: timm/DeiT, '
-                          f'LaPE authors, mmseg and mmpretrain VisionTransformer, ViT-Adapter, lape_mm')
+                          f'LaPE authors, RoPE-ViT, mmseg and mmpretrain VisionTransformer, ViT-Adapter, lape_mm')
 
 
-CONVERTERS = {'vit_adapter': convert_vit_adapter, 'timm': convert_timm, 'mmseg': convert_openmmlab_vit,
-              'mmpretrain': convert_openmmlab_vit}
+CONVERTERS = {'vit_adapter': convert_vit_adapter, 'rope_vit': convert_rope_vit, 'timm': convert_timm,
+              'mmseg': convert_openmmlab_vit, 'mmpretrain': convert_openmmlab_vit}
 
 
 def to_lape_state_dict(checkpoint: Mapping, prefix: str | None = None) -> tuple[StateDict, str]:

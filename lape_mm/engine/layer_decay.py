@@ -10,13 +10,14 @@ from mmengine.optim import DefaultOptimWrapperConstructor
 from mmengine.registry import OPTIM_WRAPPER_CONSTRUCTORS
 from timm.optim import param_groups_weight_decay
 
-# As DeiT: no weight decay on the PE and the cls token (and, by timm's rule, on norms and biases).
-NO_WEIGHT_DECAY = ('pos_embed', 'cls_token', '*.pos_embed', '*.cls_token')  # timm's fnmatch patterns
+# As DeiT: no weight decay on the PE and the cls token (and, by timm's rule, on norms and biases); as
+# RoPE-ViT, none on the mixed RoPE frequencies.
+NO_WEIGHT_DECAY = ('pos_embed', 'cls_token', 'rope.freqs', '*.pos_embed', '*.cls_token', '*.rope.freqs')
 
 
 def vit_layer_id(param_name: str, num_layers: int) -> int:
     """0 for the embeddings, i + 1 for ``backbone.blocks.{i}``, num_layers + 1 for the rest."""
-    if param_name.startswith(('backbone.cls_token', 'backbone.pos_embed', 'backbone.patch_embed')):
+    if param_name.startswith(('backbone.cls_token', 'backbone.pos_embed', 'backbone.patch_embed', 'backbone.rope.')):
         return 0
     if match := re.match(r'backbone\.blocks\.(\d+)\.', param_name):
         return int(match.group(1)) + 1

@@ -1,57 +1,46 @@
 """Refuse a checkpoint that does not fit the model exactly, listing the keys that differ.
 
 mmengine loads ``load_from`` / ``--resume`` / inferencer weights with ``strict=False``: a checkpoint of another
-model only logs its mismatched keys, and evaluation then scores random weights, with exit code 0."""
+model only logs its mismatched keys, and training or evaluation then goes on with random weights, exit code 0."""
 import re
-from collections import Counter
 
 import torch.nn as nn
 from mmengine.hooks import Hook
 from mmengine.model import is_model_wrapper
 from mmengine.registry import HOOKS
+from mmengine.runner.checkpoint import find_latest_checkpoint
 
-from ..checkpoint import CheckpointError
-from ..models.backbones.checkpoint_fit import state_dict_diff
+from ..models.backbones.checkpoint_fit import check_fits
+from .phase import is_training
 
-SHOWN_KEYS = 10
 ADVICE = {
-    'test': 'tools/test.py evaluates a checkpoint written by training this config (work_dirs/CONFIG/'
-            'iter_N.pth or epoch_N.pth); pass one of those, or the config that wrote this checkpoint.',
-    'infer': 'pass a checkpoint written by training this config, or the config that wrote this checkpoint.',
-    'resume': 'it is not a checkpoint of this config: --resume continues a run of this config from one of '
-              'its own checkpoints. To start from other weights, set model.backbone.init_cfg='
-              "dict(type='Pretrained', checkpoint=PATH) (a pretraining or backbone checkpoint) or "
-              'load_from=PATH (a whole model of this config) instead.',
+    'test': 'Evaluate a checkpoint written by training this config (work_dirs/CONFIG/iter_N.pth or epoch_N.pth), '
+            'or pass the config that wrote this checkpoint.',
+    'infer': 'Pass a checkpoint written by training this config, or the config that wrote this checkpoint.',
+    'resume': 'It is not a checkpoint of this config: --resume continues a run of this config from one of its own '
+              'checkpoints. To start from other weights, use --pretrained PATH (a pretraining or backbone '
+              'checkpoint) or load_from=PATH (a whole model of this config) instead.',
+    'load_from': 'load_from starts training from a whole model of this config (a checkpoint it wrote). To start '
+                 "the backbone from a pretrained ViT (timm, DeiT, mmseg, mmpretrain), use --pretrained PATH or "
+                 "model.backbone.init_cfg=dict(type='Pretrained', checkpoint=PATH) instead.",
 }
 
 
-def _listing(title: str, items: list[str]) -> str:
-    """``N title (per top-level module: count): the first keys``, e.g. ``neck: 16, decode_head: 60``."""
-    per_module = ', '.join(f'{name}: {n}' for name, n in Counter(k.split('.')[0] for k in items).items())
-    more = f', ... ({len(items) - SHOWN_KEYS} more)' if len(items) > SHOWN_KEYS else ''
-    return f'{len(items)} {title} ({per_module}): {", ".join(items[:SHOWN_KEYS])}{more}'
-
-
 def check_checkpoint_fits(model: nn.Module, checkpoint: dict, source: str, purpose: str) -> None:
-    """Raise :class:`CheckpointError` unless ``checkpoint`` holds exactly ``model``'s weights."""
+    """Raise :class:`~lape_mm.errors.CheckpointError` unless ``checkpoint`` holds exactly ``model``'s weights."""
     model = model.module if is_model_wrapper(model) else model
     state_dict = {re.sub(r'^module\.', '', k): v for k, v in checkpoint.get('state_dict', checkpoint).items()}
-    titles = ('model keys missing from the checkpoint', 'checkpoint keys the model does not have', 'shapes that differ')
-    if mismatch := [_listing(t, keys) for t, keys in zip(titles, state_dict_diff(model, state_dict)) if keys]:
-        raise CheckpointError(f'checkpoint {source} does not fit the model:\n  ' + '\n  '.join(mismatch)
-                              + f'\n{ADVICE[purpose]}')
+    check_fits(model, state_dict, f'checkpoint {source}', ADVICE[purpose])
 
 
 @HOOKS.register_module()
 class StrictCheckpointHook(Hook):
-    """Checks the checkpoint the Runner loads (``load_from`` or ``--resume``) before any of it is used."""
+    """Checks the checkpoint the Runner loads (``load_from``, ``resume``, a tool's checkpoint argument) before
+    any of it is used."""
 
     priority = 'VERY_HIGH'
 
-    def __init__(self, checkpoint: str, purpose: str):
-        if purpose not in ADVICE:
-            raise ValueError(f'purpose must be one of {sorted(ADVICE)}, got {purpose!r}')
-        self.checkpoint, self.purpose = checkpoint, purpose
-
     def after_load_checkpoint(self, runner, checkpoint: dict) -> None:
-        check_checkpoint_fits(runner.model, checkpoint, self.checkpoint, self.purpose)
+        source = runner._load_from or find_latest_checkpoint(runner.work_dir)
+        purpose = 'resume' if runner._resume else 'load_from' if is_training(runner) else 'test'
+        check_checkpoint_fits(runner.model, checkpoint, source, purpose)

@@ -1,17 +1,13 @@
-"""Checks of the values a model is built from, so that a wrong one fails at construction, by name.
-
-Without them ``num_layers=0`` built 12 blocks (``0 or preset``), ``img_size=(64, 64, 64)`` was cut
-to its first two entries, ``out_indices='3'`` failed deep inside with a bare TypeError and
-``patch_size=0`` with a ZeroDivisionError.
-"""
+"""Checks of the values a model is built from, so that a wrong one fails at construction, by name (a
+:class:`~lape_mm.errors.ConfigError` saying what is allowed) rather than deep inside the model."""
 from __future__ import annotations
 
 from numbers import Real
 from typing import Sequence
 
+from timm.models._features import feature_take_indices
 
-class ConfigError(ValueError):
-    """A model argument that cannot build the model it asks for (the tools print it as one line)."""
+from ..errors import ConfigError
 
 
 def _is_int(value) -> bool:
@@ -47,17 +43,18 @@ def check_size(name: str, value) -> tuple[int, int]:
 
 
 def check_indices(name: str, value, length: int) -> tuple[int, ...]:
-    """Block indices (an int or a sequence; negative ones count from the end), distinct and in
-    increasing block order, as non-negative ints: the outputs come back in that order."""
-    indices = (value,) if _is_int(value) else tuple(value) if isinstance(value, Sequence) and not isinstance(
+    """Block indices (an int or a sequence; negative ones count from the end, as timm's
+    ``feature_take_indices`` reads them), distinct and in increasing block order, as non-negative ints:
+    the outputs come back in that order."""
+    indices = [value] if _is_int(value) else list(value) if isinstance(value, Sequence) and not isinstance(
         value, str) else None
     if not indices or not all(_is_int(i) for i in indices):
         raise ConfigError(f'{name} must be a block index or a sequence of them, got {value!r}')
-    if bad := [i for i in indices if not -length <= i < length]:
-        raise ConfigError(f'{name} {bad} out of range: {length} layers allow 0..{length - 1} '
-                          f'(or negative from the end)')
-    absolute = tuple(i % length for i in indices)
+    try:
+        absolute, _ = feature_take_indices(length, indices)
+    except AssertionError as err:  # timm's check of the range
+        raise ConfigError(f'{name}={indices}: {err} ({length} blocks; negative indices count from the end)') from None
     if any(a >= b for a, b in zip(absolute, absolute[1:])):
-        raise ConfigError(f'{name}={list(indices)} must name distinct blocks in increasing order (outputs come '
+        raise ConfigError(f'{name}={indices} must name distinct blocks in increasing order (outputs come '
                           f'in block order), e.g. {sorted(set(absolute))}')
-    return absolute
+    return tuple(absolute)

@@ -2,7 +2,6 @@
 # scale, spatial prior CNN of 64 channels, four interactions, from LaPE-DeiT-T (configs/pretrain/),
 # pretrained with the PE join this config uses. The COCO and ADE20K configs put it in as
 # model.backbone=dict(lape_vit_adapter_t, ...) and add what their recipe differs in.
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 
 pretrained = 'pretrain/lape_deit_tiny_in1k.pth'
 lape_vit_adapter_t = dict(

@@ -1,6 +1,5 @@
 # UPerNet + LaPEViT-B/16: mmseg's UPerNet ViT-B model with the backbone replaced.
 _base_ = ['mmseg::_base_/models/upernet_vit-b16_ln_mln.py']
-custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 
 # ImageNet-pretrained LaPE-DeiT-B (configs/pretrain/, or the authors' / any DeiT, timm, mmseg,
 # mmpretrain ViT-B checkpoint: the format is detected and converted on load).

@@ -1,8 +1,10 @@
 """LaPEViT's ``checkpoint_filter_fn`` (as in timm): fit a native state dict to the model and load it strictly.
 
-The PE is resized to the model's grid, absent ``pe_norm`` layers start as identity, fixed PE tables are
-checked, and what the model leaves out by design is dropped. Reading files and renaming foreign keys is
+The PE is resized to the model's grid, absent ``pe_norm`` layers start as identity and absent ``pe_gate``
+gates at 0 (so 'add_lape' computes a plain ViT checkpoint's function), fixed PE tables are checked, and what
+the model leaves out by design is dropped. Reading files and renaming foreign keys is
 :mod:`lape_mm.checkpoint`'s job."""
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -13,6 +15,10 @@ from ...checkpoint import CheckpointError, StateDict, read_checkpoint
 from ..layers import build_fixed_pos_embed, infer_grid, resize_pos_embed
 
 HEAD_PREFIXES = ('head.', 'fc_norm.', 'head_drop.', 'head_dist.')
+SHOWN_KEYS = 10
+PRETRAINED_ADVICE = ('Check arch / embed_dims / num_layers / patch_size / pe_join against the checkpoint; to load '
+                     "what fits on purpose, set strict=False (init_cfg=dict(type='Pretrained', checkpoint=..., "
+                     'strict=False)).')
 
 
 @dataclass
@@ -20,14 +26,17 @@ class FitReport:
     """What fitting did to a checkpoint, for the log."""
     dropped: list[str] = field(default_factory=list)  # carried by the checkpoint, left out on purpose
     identity: list[str] = field(default_factory=list)  # pe_norm layers started as identity
+    closed: list[str] = field(default_factory=list)  # pe_gate gates started at 0
     fresh: list[str] = field(default_factory=list)  # a subclass's own modules, not in a plain ViT
 
     def log(self, source: str) -> None:
         for keys, what in ((self.dropped, 'not loaded, as the configuration leaves them out'),
                            (self.identity, 'pe_norm layers not in the checkpoint (a plain ViT) start as identity'),
+                           (self.closed, "pe_gate gates not in the checkpoint start at 0: the model starts as the "
+                                         "checkpoint's function"),
                            (self.fresh, 'tensors of the modules added on top of a plain ViT start fresh')):
             if keys:
-                print_log(f'{source}: {len(keys)} {what}: {_short(keys)}', logger='current')
+                print_log(f'{source}: {_listing(what, keys)}', logger='current')
 
 
 def pretrained_checkpoint(init_cfg) -> str | None:
@@ -99,10 +108,20 @@ def fit_state_dict(state_dict: StateDict, model, keep_head: bool = False,
         state_dict[f'{name}.weight'] = torch.ones_like(own[f'{name}.weight'])
         state_dict[f'{name}.bias'] = torch.zeros_like(own[f'{name}.bias'])
         report.identity.append(name)
+    for key in [k for k in own if k.endswith('.pe_gate.gamma') and k not in state_dict]:
+        state_dict[key] = torch.zeros_like(own[key])
+        report.closed.append(key)
     extra = tuple(model.extra_prefixes)
     if extra and not any(k.startswith(extra) for k in state_dict):  # a plain ViT under a subclass
         report.fresh = [k for k in own if k.startswith(extra)]
         state_dict.update({k: own[k] for k in report.fresh})
+    if 'rope.freqs' in own:
+        freqs = state_dict.get('rope.freqs')
+        if freqs is None:  # a checkpoint without RoPE (or with fixed axial RoPE): fresh mixed frequencies
+            state_dict['rope.freqs'] = own['rope.freqs']
+            report.fresh.append('rope.freqs')
+        elif freqs.numel() == own['rope.freqs'].numel():  # naver's [2, depth, heads * head_dim / 2]
+            state_dict['rope.freqs'] = freqs.reshape(own['rope.freqs'].shape)
     return state_dict, report
 
 
@@ -114,34 +133,31 @@ def state_dict_diff(model: nn.Module, state_dict: dict) -> tuple[list[str], list
     return [k for k in own if k not in state_dict], [k for k in state_dict if k not in own], reshaped
 
 
-def check_state_dict(model: nn.Module, state_dict: StateDict, source: str = 'checkpoint',
-                     strict: bool = True) -> None:
-    """A CheckpointError naming shape mismatches, and with ``strict`` missing and unexpected keys (else warned)."""
-    missing, unexpected, mismatched = state_dict_diff(model, state_dict)
-    if mismatched:
-        raise CheckpointError(f'{source} does not fit the model ({len(mismatched)} shape mismatches):\n  '
-                              + '\n  '.join(mismatched[:10])
-                              + '\nCheck arch / embed_dims / num_layers / patch_size against the checkpoint.')
-    if strict and (missing or unexpected):
-        raise CheckpointError(
-            f'{source} does not match the model: {len(missing)} tensors the model needs are missing '
-            f'{_short(missing)} and {len(unexpected)} have no place in it {_short(unexpected)}. '
-            'Check the config against the checkpoint; to load what fits on purpose, set strict=False '
-            "(init_cfg=dict(type='Pretrained', checkpoint=..., strict=False)).")
-    for what, keys in (('missing (left at their initial values)', missing), ('unexpected (ignored)', unexpected)):
-        if keys:
-            print_log(f'{source}: {what}: {keys}', logger='current', level=30)
+def _listing(title: str, keys: list[str]) -> str:
+    """``N title (per top-level module: count): the first keys``, e.g. ``neck: 16, decode_head: 60``."""
+    per_module = ', '.join(f'{name}: {n}' for name, n in Counter(k.split(':')[0].split('.')[0] for k in keys).items())
+    more = f', ... ({len(keys) - SHOWN_KEYS} more)' if len(keys) > SHOWN_KEYS else ''
+    return f'{len(keys)} {title} ({per_module}): {", ".join(keys[:SHOWN_KEYS])}{more}'
+
+
+def check_fits(model: nn.Module, state_dict: StateDict, source: str, advice: str, strict: bool = True) -> None:
+    """The one check that a state dict fits ``model``: a :class:`CheckpointError` listing the shapes that differ
+    and, with ``strict``, the keys missing on either side (without ``strict`` those are logged)."""
+    missing, unexpected, reshaped = state_dict_diff(model, state_dict)
+    keyed = [('model keys missing from the checkpoint', missing), ('checkpoint keys the model does not have', unexpected)]
+    if not strict:
+        for title, keys in keyed:
+            if keys:
+                print_log(f'{source}: {_listing(title, keys)} (strict=False: ignored)', logger='current', level=30)
+        keyed = []
+    if problems := [_listing(title, keys) for title, keys in (*keyed, ('shapes that differ', reshaped)) if keys]:
+        raise CheckpointError(f'{source} does not fit the model:\n  ' + '\n  '.join(problems) + f'\n{advice}')
 
 
 def load_fitted(model: nn.Module, state_dict: StateDict, source: str = 'checkpoint', strict: bool = True) -> None:
-    """:func:`check_state_dict`, then ``load_state_dict``."""
-    check_state_dict(model, state_dict, source, strict)
+    """:func:`check_fits`, then ``load_state_dict``."""
+    check_fits(model, state_dict, source, PRETRAINED_ADVICE, strict)
     model.load_state_dict(state_dict, strict=False)
-
-
-def _short(keys: list[str], limit: int = 8) -> str:
-    more = f', ... {len(keys) - limit} more' if len(keys) > limit else ''
-    return '[' + ', '.join(map(repr, keys[:limit])) + more + ']'
 
 
 def load_pretrained(model, path: str, prefix: str | None = None, keep_head: bool = False,

@@ -12,10 +12,12 @@ from timm.layers import PatchEmbed, trunc_normal_
 from torch.func import functional_call
 
 from ..arguments import ConfigError, check_choice, check_fraction, check_indices, check_int, check_size
-from ..layers import PE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed, resize_pos_embed
+from ..layers import (PE_TYPES, ROPE_TYPES, AutocastWeightCache, LaPEBlock, PENormalizer, build_fixed_pos_embed,
+                      build_rope, init_rope, resize_pos_embed, rope_embed)
 from .checkpoint_fit import load_pretrained, pretrained_checkpoint
 
-PE_JOINS = ('lape', 'lape_independent', 'add', 'share', 'unshare')
+PE_JOINS = ('lape', 'lape_independent', 'add', 'share', 'unshare', 'add_lape')
+LAPE_JOINS = ('lape', 'lape_independent', 'add_lape')  # the joins with a pe_norm per block
 ARCH_ZOO = {
     'tiny': dict(embed_dims=192, num_layers=12, num_heads=3),
     'small': dict(embed_dims=384, num_layers=12, num_heads=6),
@@ -46,20 +48,51 @@ torch.fx.wrap('resize_pos_embed')
 class LaPEViT(BaseModule):
     """Vision transformer with layer-adaptive position embedding, for mmseg and mmdet.
 
-    ``pe_join`` decides where the PE enters (:meth:`block_pos_embed`): 'lape' and 'lape_independent'
-    into every block's normalized attention input, through the block's own ``pe_norm``; 'add' once
-    into the input tokens (the standard ViT); 'share' and 'unshare' into the residual stream before
-    every block (one PE, or one per block). ``pe_type`` is 'learnable' (a Parameter), 'sincos_1d' /
-    'sincos_2d' (the authors' fixed tables, a persistent buffer as in their checkpoints) or 'none'.
+    Returns one ``[B, C, H/p, W/p]`` map per ``out_indices`` entry, shallow to deep (``[map, cls_token]`` with
+    ``output_cls_token``), like mmseg's ``VisionTransformer``. The PE is stored for the ``img_size`` grid
+    (cls slot first, as in DeiT) and bicubically resized to each input's grid.
 
-    The PE is stored for the ``img_size`` grid (cls slot first, as in DeiT) and bicubically resized
-    to each input's grid. Returns one ``[B, C, H/p, W/p]`` map per ``out_indices`` entry (``[map,
-    cls_token]`` with ``output_cls_token``), like mmseg's ``VisionTransformer``: ``out_indices`` name
-    distinct blocks in increasing order (negative ones count from the end), so maps come shallow to
-    deep. ``window_size > 0`` makes the blocks outside ``global_attn_indexes`` attend in windows
-    (ViTDet; see :class:`LaPEBlock`).
-    Inference under autocast reuses linear weights cast once (:class:`AutocastWeightCache`), unless
-    ``autocast_weight_cache=False``."""
+    Args:
+        arch: 'tiny', 'small', 'base' or 'large' (:data:`ARCH_ZOO`): width, depth and heads, each of
+            which ``embed_dims`` / ``num_layers`` / ``num_heads`` overrides.
+        img_size: the pretraining image size, ``S`` or ``(H, W)``; the PE grid is ``img_size // patch_size``.
+        patch_size: side of the square patches (and the stride of the patch projection).
+        in_channels: input image channels.
+        embed_dims, num_layers, num_heads: override ``arch``.
+        mlp_ratio: MLP hidden width over ``embed_dims``.
+        qkv_bias: bias in the q/k/v projection.
+        pe_join: where the PE enters (:meth:`block_pos_embed`): 'lape' and 'lape_independent' into every
+            block's normalized attention input, through the block's own ``pe_norm``; 'add' once into the
+            input tokens (the standard ViT); 'share' and 'unshare' into the residual stream before every
+            block (one PE, or one per block); 'add_lape' both into the input tokens, as 'add', and into every
+            block as the progressive LaPE term behind a per-channel gate ``pe_gate`` that starts at 0: loaded
+            from a plain ViT checkpoint, the model starts as that checkpoint's function, and the gates learn
+            from the first step.
+        pe_type: 'learnable' (a Parameter), 'sincos_1d' / 'sincos_2d' (the authors' fixed tables, a
+            persistent buffer as in their checkpoints) or 'none'.
+        rope: rotary position embedding inside attention, beside any absolute PE: 'axial' or 'mixed'
+            (learnable frequencies ``rope.freqs``), naver's RoPE-ViT through timm's layers (:mod:`..layers.rope`);
+            it rotates the patch tokens' q and k (not the cls token's), with tables for each input's grid.
+        out_indices: blocks whose outputs are returned (an int or a sequence, negative from the end).
+        with_cls_token: prepend DeiT's cls token; ``output_cls_token`` returns it beside each map.
+        final_norm: apply the final LayerNorm to the last block's output.
+        drop_rate, attn_drop_rate, drop_path_rate: dropout after the embedding and in the MLP and attention
+            projections; dropout of attention weights; stochastic depth, rising linearly to this rate.
+        norm_cfg: mmcv norm layer config of every LayerNorm (default ``LN`` with eps 1e-6, as DeiT).
+        with_cp: activation checkpointing of each block in training (memory for compute).
+        frozen_stages: freeze the embeddings (stage 0) and the first ``frozen_stages`` blocks; -1 freezes none.
+        pad_to_patch: pad an input whose sides are not multiples of ``patch_size`` at the bottom and right,
+            as mmseg's ViT does (whole-image testing keeps the aspect ratio); False refuses such inputs.
+        window_size, global_attn_indexes, window_pad: with ``window_size > 0`` the blocks outside
+            ``global_attn_indexes`` attend inside windows of the token grid (ViTDet), padded as
+            ``window_pad`` says (:class:`LaPEBlock`).
+        layer_scale_init: timm's LayerScale on both branches of every block, starting at this value.
+        autocast_weight_cache: inference under autocast reuses linear weights cast once
+            (:class:`AutocastWeightCache`).
+        pretrained: mmseg's deprecated ``model.pretrained=PATH``, turned into ``init_cfg``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=PATH)`` loads any checkpoint format lape_mm reads
+            (:func:`load_pretrained`: DeiT/timm, the LaPE authors', mmseg, mmpretrain, lape_mm).
+    """
 
     num_prefix_tokens = 1  # the PE always stores a cls slot, so DeiT/timm/mmseg checkpoints fit
     extra_prefixes: Tuple[str, ...] = ()  # state-dict prefixes a subclass adds on top of a plain ViT
@@ -78,6 +111,7 @@ class LaPEViT(BaseModule):
                  qkv_bias: bool = True,
                  pe_join: str = 'lape',
                  pe_type: str = 'learnable',
+                 rope: str | None = None,
                  out_indices: int | Sequence[int] = -1,
                  with_cls_token: bool = True,
                  output_cls_token: bool = False,
@@ -88,7 +122,7 @@ class LaPEViT(BaseModule):
                  norm_cfg: dict | None = None,
                  with_cp: bool = False,
                  frozen_stages: int = -1,
-                 pad_to_patch: bool = False,
+                 pad_to_patch: bool = True,
                  window_size: int = 0,
                  global_attn_indexes: Sequence[int] = (),
                  window_pad: str = 'input',
@@ -100,6 +134,7 @@ class LaPEViT(BaseModule):
         check_choice('arch', arch, tuple(ARCH_ZOO))
         check_choice('pe_join', pe_join, PE_JOINS)
         check_choice('pe_type', pe_type, PE_TYPES)
+        check_choice('rope', rope, ROPE_TYPES)
         self.img_size = check_size('img_size', img_size)
         for name, value, low in (('patch_size', patch_size, 1), ('in_channels', in_channels, 1),
                                  ('window_size', window_size, 0)):
@@ -141,12 +176,15 @@ class LaPEViT(BaseModule):
         # No cls_token Parameter at all without a cls token: one that never gets a gradient makes DDP fail.
         self.cls_token = nn.Parameter(torch.zeros(1, 1, self.embed_dims)) if with_cls_token else None
         self._build_pos_embed()
+        self.rope = build_rope(rope, self.embed_dims, num_heads, self.num_layers)
         self.pos_drop = nn.Dropout(drop_rate)
         dpr = torch.linspace(0, drop_path_rate, self.num_layers).tolist()
         self.blocks = nn.ModuleList(
             LaPEBlock(self.embed_dims, num_heads, norm_layer, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias,
                       drop=drop_rate, attn_drop=attn_drop_rate, drop_path=dpr[i],
-                      with_pe_norm=pe_join.startswith('lape') and pe_type != 'none',
+                      with_pe_norm=pe_join in LAPE_JOINS and pe_type != 'none',
+                      with_pe_gate=pe_join == 'add_lape' and pe_type != 'none',
+                      num_prefix_tokens=self.num_prefix_tokens if with_cls_token else 0,
                       window_size=0 if i in global_attn_indexes else window_size, window_pad=window_pad,
                       layer_scale_init=layer_scale_init)
             for i in range(self.num_layers))
@@ -195,6 +233,8 @@ class LaPEViT(BaseModule):
             self.pos_embed.copy_(build_fixed_pos_embed(self.pe_type, self.patch_grid, self.embed_dims))
         if self.cls_token is not None:
             nn.init.normal_(self.cls_token, std=1e-6)
+        if self.rope is not None:
+            init_rope(self.rope)
 
     def init_weights(self) -> None:
         """Load ``init_cfg=dict(type='Pretrained', checkpoint=...)`` (see :func:`load_pretrained`), else initialise."""
@@ -241,23 +281,26 @@ class LaPEViT(BaseModule):
         return pe if self.cls_token is not None else pe[:, self.num_prefix_tokens:]
 
     def join_input_pe(self, x: torch.Tensor, hw: Tuple[int, int]) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Tokens from :meth:`embed` with the input PE added ('add' only), and the PE that reaches
+        """Tokens from :meth:`embed` with the input PE added ('add', 'add_lape'), and the PE that reaches
         block 0 (None for 'add' and 'none')."""
         pe = self.grid_pos_embed(hw)
         if pe is not None and self.pe_join == 'add':
             return x + pe, None
+        if pe is not None and self.pe_join == 'add_lape':
+            return x + pe, pe
         return x, pe
 
     def block_pos_embed(self, i: int, blk: PENormalizer, pe: Optional[torch.Tensor]
                         ) -> Tuple[Optional[torch.Tensor], Optional[torch.Tensor]]:
         """Block ``i``'s PE term, from the PE ``pe`` that reaches it, and the PE passed on to block i+1.
 
-        'lape': ``p_l = pe_norm_l(p_{l-1})``, both the term and what is passed on; 'lape_independent':
+        'lape' and 'add_lape': ``p_l = pe_norm_l(p_{l-1})``, both the term (gated in the block for 'add_lape')
+        and what is passed on; 'lape_independent':
         ``pe_norm_l(pe)``; 'share': ``pe``; 'unshare': block l's own PE. The LaPE terms go into the block's
         normalized attention input, the others into the residual stream. Batch size 1: O(N*C) per layer."""
         if pe is None:
             return None, None
-        if self.pe_join == 'lape':
+        if self.pe_join == 'lape' or self.pe_join == 'add_lape':
             pe = blk.normalize_pe(pe)
             return pe, pe
         if self.pe_join == 'lape_independent':
@@ -268,15 +311,17 @@ class LaPEViT(BaseModule):
 
     def pos_embed_terms(self, hw: Tuple[int, int]) -> Tuple[Optional[torch.Tensor], List[Optional[torch.Tensor]]]:
         """Every PE term for a token grid, for analysis: ``(input_pe, block_pes)``, the PE added before block 0
-        ('add') and each block's term from :meth:`block_pos_embed`. The forward makes them one at a time."""
+        ('add', 'add_lape') and each block's term from :meth:`block_pos_embed` (before an 'add_lape' gate).
+        The forward makes them one at a time."""
         pe = self.grid_pos_embed(hw)
         if self.pe_join == 'add':
             return pe, [None] * self.num_layers
         block_pes: List[Optional[torch.Tensor]] = []
+        block_pe = pe
         for i, blk in enumerate(self.blocks):
-            term, pe = self.block_pos_embed(i, blk, pe)
+            term, block_pe = self.block_pos_embed(i, blk, block_pe)
             block_pes.append(term)
-        return None, block_pes
+        return (pe if self.pe_join == 'add_lape' else None), block_pes
 
     def forward_blocks(self, x: torch.Tensor, hw: Tuple[int, int], pe: Optional[torch.Tensor],
                        start: int = 0, stop: Optional[int] = None) -> Tuple[torch.Tensor, Optional[torch.Tensor]]:
@@ -295,19 +340,29 @@ class LaPEViT(BaseModule):
                     x = x + term  # into the residual stream
                     term = None
                 if torch.jit.is_scripting():
+                    if self.rope is not None:
+                        raise RuntimeError('TorchScript cannot build RoPE tables: trace the model with fx instead')
                     x = blk(x, term, hw)
                 else:
-                    x = self._run_block(blk, x, term, hw, None if weight_casts is None else weight_casts[i])
+                    x = self._run_block(blk, x, term, hw, self.block_rope(i, blk.window_size, hw),
+                                        None if weight_casts is None else weight_casts[i])
         return x, pe
 
+    def block_rope(self, i: int, window_size: int, hw: Tuple[int, int]) -> Optional[torch.Tensor]:
+        """Block ``i``'s RoPE table (None without RoPE) for the grid its attention sees: ``hw``, or one window
+        (RoPE is relative, so a window's own positions give what its grid positions would)."""
+        if self.rope is None:
+            return None
+        return rope_embed(self.rope, i, (window_size, window_size) if window_size else hw)
+
     def _run_block(self, blk: nn.Module, x: torch.Tensor, pe: Optional[torch.Tensor], hw: Tuple[int, int],
-                   weight_casts: Optional[dict]) -> torch.Tensor:
+                   rope: Optional[torch.Tensor], weight_casts: Optional[dict]) -> torch.Tensor:
         """One block, with activation checkpointing in training or the cached weight casts in inference."""
         if self.with_cp and self.training and x.requires_grad:
-            return cp.checkpoint(blk, x, pe, hw, use_reentrant=False)
+            return cp.checkpoint(blk, x, pe, hw, rope, use_reentrant=False)
         if weight_casts is not None:
-            return functional_call(blk, weight_casts, (x, pe, hw))
-        return blk(x, pe, hw)
+            return functional_call(blk, weight_casts, (x, pe, hw, rope))
+        return blk(x, pe, hw, rope)
 
     def forward_tokens(self, img: torch.Tensor, indices: Optional[List[int]] = None, stop: Optional[int] = None
                        ) -> Tuple[torch.Tensor, List[torch.Tensor], Tuple[int, int]]:

@@ -8,24 +8,14 @@ import torch
 import torch.nn as nn
 from mmengine.logging import print_log
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
 
 from ...checkpoint import safe_load, to_lape_state_dict
 from ..arguments import check_choice
 from ..backbones import LaPEViT, fit_state_dict
-from ..backbones.checkpoint_fit import check_state_dict
+from ..backbones.checkpoint_fit import PRETRAINED_ADVICE, check_fits
 
 GLOBAL_POOLS = ('token', 'avg', '')
-
-
-def take_indices(num_layers: int, indices: Optional[Union[int, List[int]]]) -> Tuple[List[int], int]:
-    """Blocks to take features after (None: all, n: the last n, a list: negative from the end) and the
-    highest, as timm's ``feature_take_indices`` (which timm does not export publicly)."""
-    if isinstance(indices, int) or indices is None:
-        indices = list(range(-(num_layers if indices is None else indices), 0))
-    taken = [i + num_layers if i < 0 else i for i in indices]
-    if not taken or not all(0 <= i < num_layers for i in taken):
-        raise ValueError(f'feature indices {indices} out of range for {num_layers} blocks')
-    return taken, max(taken)
 
 
 class LaPEVisionTransformer(LaPEViT):
@@ -34,6 +24,7 @@ class LaPEVisionTransformer(LaPEViT):
     def __init__(self, num_classes: int = 1000, global_pool: str = 'token', **kwargs):
         if 'in_chans' in kwargs:  # timm's name for it
             kwargs['in_channels'] = kwargs.pop('in_chans')
+        kwargs.setdefault('pad_to_patch', False)  # as timm's ViT: image sides must be multiples of the patch
         super().__init__(**kwargs)
         self._check_pool(global_pool)
         self.global_pool = global_pool
@@ -69,7 +60,7 @@ class LaPEVisionTransformer(LaPEViT):
         ``[B, C, h, w]`` maps ('NCHW') or ``[B, N, C]`` ('NLC'), and the final normalized tokens."""
         if output_fmt not in ('NCHW', 'NLC'):
             raise ValueError(f"output_fmt must be 'NCHW' or 'NLC', got {output_fmt!r}")
-        taken, max_index = take_indices(self.num_layers, indices)
+        taken, max_index = feature_take_indices(self.num_layers, indices)
         x, intermediates, hw = self.forward_tokens(img, taken,
                                                    stop=max_index + 1 if stop_early or intermediates_only else None)
         if norm:
@@ -87,7 +78,7 @@ class LaPEVisionTransformer(LaPEViT):
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
         """Drop the blocks after the last of ``indices`` (and the norm and head, as asked)."""
-        taken, max_index = take_indices(self.num_layers, indices)
+        taken, max_index = feature_take_indices(self.num_layers, indices)
         self.blocks = self.blocks[:max_index + 1]
         self.num_layers = max_index + 1
         self.out_indices = tuple(i for i in self.out_indices if i <= max_index) or (max_index,)
@@ -124,7 +115,7 @@ def checkpoint_filter_fn(state_dict: dict, model: LaPEVisionTransformer) -> dict
     if own_head and not keep_head:
         print_log(f'pretrained file has no {model.num_classes}-class head: the head starts fresh', logger='current')
         fitted.update(own_head)
-    check_state_dict(model, fitted, f'pretrained file ({fmt} format)', strict=True)
+    check_fits(model, fitted, f'pretrained file ({fmt} format)', PRETRAINED_ADVICE)
     report.log('pretrained file')
     return fitted
 
