@@ -22,7 +22,7 @@ from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 from tools.tiny_data.coco import CLASSES
 
 from conftest import ROOT, build_dataset, build_model, free_port, run_process, tool_command
-from tiny_runs import DEIT, MASK_RCNN, UPERNET, UPERNET_LAYERS, cfg_options, cls_options, seg_options
+from tiny_runs import DEIT, MASK_RCNN, UPERNET, UPERNET_LAYERS, cfg_options, cls_options, derived_config, seg_options
 
 
 @pytest.fixture(scope='module')
@@ -138,9 +138,11 @@ def test_check_all_files_decodes_every_file_through_the_tools(tmp_path, capsys):
     root = make_tiny_ade(tmp_path, num_train=5, num_val=1)
     second = sorted((root / 'annotations/training').glob('*.png'))[1]  # not among the 3 of 5 decoded
     Image.fromarray(np.full((4, 4), 1, np.uint8)).save(second)  # of another size than its image
-    code, err = run_tool_here(capsys, 'train', str(ROOT / UPERNET.config), '--work-dir', str(tmp_path / 'work'),
-                              '--check-all-files', '--cfg-options', 'default_hooks.data_check.sample=3',
-                              f'train_dataloader.dataset.data_root={root}', f'val_dataloader.dataset.data_root={root}')
+    config = derived_config(tmp_path, "custom_hooks = [hook for hook in _base_.custom_hooks if hook['type'] != "
+                                      "'DataCheckHook'] + [dict(type='DataCheckHook', sample=3)]\n")
+    code, err = run_tool_here(capsys, 'train', config, '--work-dir', str(tmp_path / 'work'), '--check-all-files',
+                              '--cfg-options', f'train_dataloader.dataset.data_root={root}',
+                              f'val_dataloader.dataset.data_root={root}')
     assert_one_line_usage_error(code, err, str(second))
 
 
@@ -257,25 +259,30 @@ class _StopBeforeTraining(Hook):
 
 
 def _runner(run, options: dict, tmp_path, sample=SAMPLED_FILES) -> Runner:
+    """``run``'s config with ``options``, its DataCheckHook decoding ``sample`` files, and a hook that ends
+    ``runner.train()`` where the first iteration would start."""
     cfg = Config.fromfile(ROOT / run.config)
-    cfg.merge_from_dict({**{key: str(v) if isinstance(v, Path) else v for key, v in options.items()},
-                         'work_dir': str(tmp_path / 'work'),
-                         'default_hooks.data_check': dict(type='DataCheckHook', sample=sample)})
+    cfg.merge_from_dict({key: str(v) if isinstance(v, Path) else v for key, v in options.items()})
+    cfg.work_dir = str(tmp_path / 'work')
+    cfg.custom_hooks = [*(hook for hook in cfg.get('custom_hooks', []) if hook['type'] != 'DataCheckHook'),
+                        dict(type='DataCheckHook', sample=sample)]
     runner = Runner.from_cfg(cfg)
     runner.register_hook(_StopBeforeTraining())
     return runner
 
 
 def test_the_hook_checks_the_training_data_before_training(tmp_path):
+    """The tiny config's data pass, up to where training would start; an empty label map outside the
+    decoded sample stops a run before its first iteration."""
     root = make_tiny_ade(tmp_path / 'ade', num_train=5, num_val=1)
-    runner = _runner(UPERNET, seg_options(root, **UPERNET_LAYERS), tmp_path, sample=3)
     with pytest.raises(_Stop):
-        runner.train()
+        _runner(UPERNET, seg_options(root, **UPERNET_LAYERS), tmp_path / 'good', sample=3).train()
     empty = sorted((root / 'annotations/training').glob('*.png'))[1]  # not among the 3 of 5 decoded
     empty.write_bytes(b'')
+    runner = _runner(UPERNET, seg_options(root, **UPERNET_LAYERS), tmp_path / 'bad', sample=3)
     with pytest.raises(DatasetError, match=f'label map {re.escape(str(empty))} is empty'):
         runner.train()
-    assert runner.iter == 0 and not list((tmp_path / 'work').glob('*.pth'))
+    assert runner.iter == 0 and not list((tmp_path / 'bad/work').glob('*.pth'))
 
 
 def test_the_hook_checks_the_test_data_before_loading_the_checkpoint(tmp_path):
