@@ -72,9 +72,9 @@ def data_infos(dataset) -> list[dict]:
 
 
 def _classes(dataset) -> tuple | None:
-    """The classes a dataset numbers its labels by: mmpretrain's class folders as found, else its metainfo's."""
-    folders = getattr(dataset, 'folder_to_idx', None)
-    return tuple(folders) if folders else dataset.metainfo.get('classes')
+    """The classes a dataset numbers its labels by: its metainfo's (mmpretrain's CustomDataset without
+    configured classes: the class folders it found; mmdet's panoptic COCO: the thing classes, as its box head)."""
+    return dataset.metainfo.get('thing_classes') or dataset.metainfo.get('classes')
 
 
 def _where(dataset) -> str:
@@ -94,14 +94,14 @@ def check_same_classes(train, val) -> None:
         raise DatasetError(f'the validation set {_where(val)} has {_listed(val_classes)} but the training set '
                            f'{_where(train)} has {_listed(train_classes)} (missing in validation: {missing}, only in '
                            f'validation: {extra}): labels are numbered by position, so each one after a difference '
-                           f'would be scored as another class; give both the same class folders (an empty folder '
-                           f'keeps the numbering)')
+                           f'would be scored as another class; give both the same classes (class folders: an empty '
+                           f'folder keeps the numbering)')
 
 
-def check_seg_dataset(dataset, num_classes: int, sample: int | None = SAMPLED_FILES) -> None:
+def check_seg_dataset(dataset, num_classes: int | None, sample: int | None = SAMPLED_FILES) -> None:
     """mmseg's ``BaseSegDataset``: each listed image has a label map and no file is empty; in ``sample``
     pairs the files decode, each label map is one channel of its image's size and its labels fit
-    ``num_classes`` under the dataset's ``reduce_zero_label``."""
+    ``num_classes`` (if known) under the dataset's ``reduce_zero_label``."""
     infos = data_infos(dataset)
     img_dir, ann_dir = dataset.data_prefix.get('img_path', ''), dataset.data_prefix.get('seg_map_path', '')
     if not infos:
@@ -115,10 +115,7 @@ def check_seg_dataset(dataset, num_classes: int, sample: int | None = SAMPLED_FI
                            f'{ann_dir}: {len(no_map)} images lack a {dataset.seg_map_suffix} map (e.g. {no_map[:3]})')
     check_files(images)
     check_files(maps, 'label map')
-    # reduce_zero_label: 0 (and 255) ignore, 1..num_classes are classes; else 0..num_classes-1, 255 ignore
-    reduce_zero = dataset.reduce_zero_label
-    convention = (f'valid 1..{num_classes} with 0 and 255 = ignore, since reduce_zero_label=True' if reduce_zero
-                  else f'valid 0..{num_classes - 1} with 255 = ignore, since reduce_zero_label=False')
+    reduce_zero = dataset.reduce_zero_label  # 0 (and 255) ignore, 1..num_classes are classes; else 0..num_classes-1
     for i in sampled(len(images), sample, f'image/label pairs in {img_dir}'):
         image, label = read_image(images[i]), read_image(maps[i], 'label map')
         if len(label.getbands()) != 1:
@@ -129,7 +126,10 @@ def check_seg_dataset(dataset, num_classes: int, sample: int | None = SAMPLED_FI
                                f'is {image.size[0]}x{image.size[1]}: the labels would not line up with the pixels; '
                                f'pair each image with its own map')
         values = np.unique(np.asarray(label))
-        if (bad := values[(values > (num_classes if reduce_zero else num_classes - 1)) & (values != 255)]).size:
+        if num_classes and (bad := values[(values > (num_classes if reduce_zero else num_classes - 1))
+                                          & (values != 255)]).size:
+            convention = (f'valid 1..{num_classes} with 0 and 255 = ignore, since reduce_zero_label=True' if reduce_zero
+                          else f'valid 0..{num_classes - 1} with 255 = ignore, since reduce_zero_label=False')
             raise DatasetError(f'{maps[i]} has label values {bad.tolist()} above the {num_classes} classes the model '
                                f'predicts ({convention}); fix the map, num_classes or reduce_zero_label')
 
@@ -182,9 +182,9 @@ def check_dataset(dataset, num_classes: int | None, sample: int | None = SAMPLED
         if num_classes and (classes := _classes(leaf)) and len(classes) != num_classes:
             raise DatasetError(f'{_where(leaf)} has {_listed(classes)} but the model predicts {num_classes}: set '
                                f'the head\'s num_classes to {len(classes)}, or give the dataset the model\'s classes')
-        if 'BaseSegDataset' in kinds and num_classes:  # mmseg
+        if 'BaseSegDataset' in kinds:  # mmseg
             check_seg_dataset(leaf, num_classes, sample)
-        elif 'CocoDataset' in kinds:  # mmdet
+        elif 'CocoDataset' in kinds and 'CocoPanopticDataset' not in kinds:  # mmdet's boxes; not segments_info
             check_coco_dataset(leaf, sample, labelled)
         elif 'CustomDataset' in kinds:  # mmpretrain's, and its ImageNet
             check_images([info['img_path'] for info in data_infos(leaf)], sample, f'images in {leaf.img_prefix}')

@@ -16,7 +16,8 @@ from mmengine.runner import Runner
 from PIL import Image
 
 import lape_mm.engine.data_check_hook as data_check_hook
-from lape_mm.datasets import SAMPLED_FILES, DatasetError, check_coco_dataset, check_dataset, check_seg_dataset
+from lape_mm.datasets import (SAMPLED_FILES, DatasetError, check_coco_dataset, check_dataset, check_same_classes,
+                              check_seg_dataset)
 from lape_mm.engine import DataCheckHook
 from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 from tools.tiny_data.coco import CLASSES
@@ -236,6 +237,18 @@ def test_class_folders_beyond_the_model_head_are_refused(tmp_path):
                                                      f"'n00000002', 'n00000003'] but the model predicts 3: set the "
                                                      f"head's num_classes to 4")):
         check_dataset(_imagenet(root, 'train'), num_classes=3)
+
+
+def test_class_folders_for_training_and_a_list_file_for_validation_pass(tmp_path):
+    """ImageNet's own layout: the classes are the config's (metainfo) for both, not the folder names."""
+    root = make_tiny_imagenet(tmp_path, train_per_class=1, val_per_class=1, num_classes=3)
+    (root / 'val.txt').write_text(''.join(f'{image.relative_to(root / "val")} {label}\n' for label, folder in
+                                          enumerate(sorted((root / 'val').iterdir())) for image in folder.iterdir()))
+    common = dict(type='CustomDataset', data_root=str(root), metainfo=dict(classes=('red', 'green', 'blue')))
+    train = build_dataset(dict(common, data_prefix='train'), 'mmpretrain')
+    val = build_dataset(dict(common, data_prefix='val', ann_file='val.txt'), 'mmpretrain')
+    check_same_classes(train, val)
+    check_dataset(val, num_classes=3)
 
 
 @pytest.mark.parametrize('config, num_classes', [(UPERNET.config, 150), (MASK_RCNN.config, 4), (DEIT.config, 10)])
