@@ -68,6 +68,12 @@ def build_model(model_cfg: dict, scope: str) -> torch.nn.Module:
     return import_module(f'{scope}.registry').MODELS.build(copy.deepcopy(model_cfg))
 
 
+def build_dataset(dataset_cfg: dict, scope: str):
+    """``dataset_cfg`` built by ``scope``'s registry (mmseg, mmdet, mmpretrain), as that library's Runner does."""
+    init_default_scope(scope)
+    return import_module(f'{scope}.registry').DATASETS.build(copy.deepcopy(dataset_cfg))
+
+
 def run_process(cmd: list[str], timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
     """``cmd`` from the repo root, output captured, in a session of its own: on a timeout, a test
     failure or an interrupt, the whole process group (torchrun's workers included) is killed."""

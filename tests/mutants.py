@@ -41,6 +41,7 @@ T_BACKBONE, T_AUTHORS, T_CKPT, T_ENGINE, T_ADAPTER = ('tests/test_backbone.py', 
                                                       'tests/test_vit_adapter.py')
 T_NAVER = 'tests/test_rope.py::test_naver_rope_vit_loads_strictly_and_matches_timm'
 T_ROPE_WINDOWS = 'tests/test_rope.py::test_window_attention_rotates_by_grid_position'
+DATASETS, DATA_HOOK, T_DATASETS = 'lape_mm/datasets.py', 'lape_mm/engine/data_check_hook.py', 'tests/test_datasets.py'
 
 MUTANTS = [
     # ---- the backbone
@@ -204,6 +205,36 @@ MUTANTS = [
     Mutant('logged losses skip NaN', 'tests/conftest.py', r"re.findall(r' loss: (\S+)', output)",
            r"re.findall(r' loss: ([\d.]+)', output)",
            ('tests/test_detection.py::test_logged_losses_read_nan_and_inf',)),
+    # ---- the data checks
+    Mutant('label maps checked only in the sample', DATASETS, "    check_files(maps, 'label map')\n", '',
+           (f'{T_DATASETS}::test_files_outside_the_decoded_sample_are_checked',)),
+    Mutant('images checked only in the sample', DATASETS, '    check_files(paths)\n', '',
+           (f'{T_DATASETS}::test_files_outside_the_decoded_sample_are_checked',)),
+    Mutant('missing COCO images not counted', DATASETS,
+           'if missing := [path for path in images if not os.path.isfile(path)]:', 'if missing := []:',
+           (f'{T_DATASETS}::test_files_outside_the_decoded_sample_are_checked',)),
+    Mutant('negative COCO box passes', DATASETS, 'if w < 0 or h < 0:', 'if False:',
+           (f'{T_DATASETS}::test_inconsistent_coco_annotations_are_refused',)),
+    Mutant("dataset's reduce_zero_label ignored", DATASETS, 'reduce_zero = dataset.reduce_zero_label',
+           'reduce_zero = False', (f'{T_DATASETS}::test_ade20k_labels_0_to_150_pass_with_the_dataset_class_default',)),
+    Mutant('class count not compared with the model', DATASETS,
+           'if num_classes and (classes := _classes(leaf)) and len(classes) != num_classes:', 'if False:',
+           (f'{T_DATASETS}::test_class_folders_beyond_the_model_head_are_refused',)),
+    Mutant('class folder names taken for the classes', DATASETS,
+           "    return dataset.metainfo.get('thing_classes') or dataset.metainfo.get('classes')",
+           "    return getattr(dataset, 'folder_to_idx', None) or dataset.metainfo.get('classes')",
+           (f'{T_DATASETS}::test_class_folders_for_training_and_a_list_file_for_validation_pass',)),
+    Mutant('mmdet roi_head classes not read', DATA_HOOK, "getattr(getattr(model, 'roi_head', None), 'bbox_head', None)",
+           'None', (f'{T_DATASETS}::test_the_class_count_is_read_from_the_model_head',)),
+    Mutant('val class folders not compared with train', DATA_HOOK,
+           "            check_same_classes(datasets['train'], datasets['val'])", '            pass',
+           (f'{T_DATASETS}::test_the_hook_refuses_a_validation_set_missing_a_class_folder',)),
+    Mutant('test set not checked', DATA_HOOK, "for name in ('train', 'val', 'test')", "for name in ('train', 'val')",
+           (f'{T_DATASETS}::test_the_hook_checks_the_test_data_before_loading_the_checkpoint',)),
+    Mutant('every rank reads the files', DATA_HOOK, 'if is_main_process():', 'if True:',
+           (f'{T_DATASETS}::test_only_rank_0_reads_the_files_and_every_rank_raises',)),
+    Mutant("rank 0's outcome not broadcast", DATA_HOOK, '        broadcast_object_list(message)\n', '',
+           (f'{T_DATASETS}::test_only_rank_0_reads_the_files_and_every_rank_raises',)),
     # ---- the inferencers
     Mutant('inferencer loads any checkpoint', 'lape_mm/apis.py',
            "        check_checkpoint_fits(model, checkpoint, self.weights_path, 'infer')\n", '',

@@ -10,7 +10,6 @@ import torch.nn.functional as F
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from lape_mm.datasets import DatasetError, check_coco_dataset
 from tools.tiny_data.coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
@@ -193,11 +192,6 @@ def test_tiny_coco_is_coco_and_classes_follow_position(tmp_path):
         in_top = y + h <= image['height'] / 2
         assert in_top == (ann['category_id'] in top_classes) and (in_top or y >= image['height'] / 2)
         assert coco.annToMask(ann).sum() == pytest.approx(ann['area'], rel=0.05)
-    dataset = dict(data_root=str(root), ann_file='annotations/instances_val2017.json', data_prefix=dict(img='val2017/'))
-    check_coco_dataset(dataset)
-    next((root / 'val2017').glob('*.jpg')).unlink()
-    with pytest.raises(DatasetError, match='1 images listed'):
-        check_coco_dataset(dataset)
 
 
 # ---------------------------------------------------------------- end to end

@@ -18,9 +18,8 @@ from PIL import Image
 
 from lape_mm import LaPEViT
 from lape_mm.checkpoint import CheckpointError, load_weights_only, safe_load
-from lape_mm.datasets import DatasetError, check_seg_dataset
-from tools.tiny_data import make_tiny_ade, make_tiny_imagenet
-from tools.launch import check_data
+from tools.tiny_data import make_tiny_ade
+from tools.launch import check_pretrained
 
 from conftest import ROOT, build_model, kill_process_group, run_process, run_tool, tiny_vit_kwargs
 from tiny_runs import TINY_SEG as TINY, derived_config, hook_config, hook_env, small_run_options
@@ -288,60 +287,12 @@ def test_tools_train_refuses_a_work_dir_held_by_a_live_run(tiny_ade, tmp_path):
     assert not list(tmp_path.glob('*.pth'))
 
 
-# --- data: valid ADE20K labels pass, bad images are named before training -------------------------
-
-def _seg_dataset(root: Path, labels: list[int], **settings) -> dict:
-    for folder in ('img', 'ann'):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.zeros((1, len(labels), 3), np.uint8)).save(root / 'img' / 'a.jpg')  # the map's size
-    Image.fromarray(np.array(labels, np.uint8).reshape(1, -1)).save(root / 'ann' / 'a.png')
-    return dict(data_root=str(root), data_prefix=dict(img_path='img', seg_map_path='ann'), **settings)
-
-
-def test_ade20k_labels_0_to_150_pass_with_the_dataset_class_default(tmp_path):
-    check_seg_dataset(_seg_dataset(tmp_path, [0, 1, 150], type='ADE20KDataset'), num_classes=150)
-    check_seg_dataset(_seg_dataset(tmp_path, [0, 1, 150], reduce_zero_label=True), num_classes=150)
-    with pytest.raises(DatasetError, match=r'\[150\] above the 150 classes .*valid 0\.\.149 with 255 = ignore, '
-                                           r'since reduce_zero_label=False'):
-        check_seg_dataset(_seg_dataset(tmp_path, [0, 1, 150], type='ADE20KDataset', reduce_zero_label=False),
-                          num_classes=150)
-    with pytest.raises(DatasetError, match=r'\[150\] .*valid 1\.\.149 with 0 and 255 = ignore'):
-        check_seg_dataset(_seg_dataset(tmp_path, [0, 1, 150], type='ADE20KDataset'), num_classes=149)
-
+# --- data: the tiny ADE20K set ---------------------------------------------------------------------------
 
 def test_tiny_ade_holds_the_highest_class(tmp_path):
     root = make_tiny_ade(tmp_path, num_train=8, num_val=1, seed=0)
     maps = (root / 'annotations/training').glob('*.png')
     assert {0, 1, 150} <= set().union(*(np.unique(np.asarray(Image.open(p))).tolist() for p in maps))
-
-
-@pytest.mark.parametrize('content', [b'', b'not an image at all'])
-def test_bad_images_are_named_before_training_and_inference(tmp_path, content):
-    from lape_mm.apis import segment_image
-    root = make_tiny_ade(tmp_path, num_train=3, num_val=1)
-    bad = next((root / 'images/training').glob('*.jpg'))
-    bad.write_bytes(content)
-    dataset = dict(type='ADE20KDataset', data_root=str(root),
-                   data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'))
-    with pytest.raises(DatasetError, match=f'image {re.escape(str(bad))} (is empty|cannot be read)'):
-        check_seg_dataset(dataset, num_classes=150)
-    with pytest.raises(DatasetError, match=re.escape(str(bad))):
-        segment_image(str(ROOT / TINY), str(tmp_path / 'any.pth'), str(bad), tmp_path / 'mask.png')
-
-
-def test_pretraining_configs_check_their_dataset_first(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)  # the configs' data/imagenet and data/tiny_imagenet are relative
-    for name in ('lape_deit_tiny_in1k.py', 'lape_deit_tiny_tiny-imagenet.py'):
-        cfg = Config.fromfile(ROOT / 'configs/pretrain' / name)
-        with pytest.raises(DatasetError, match=r'data/(tiny_)?imagenet/train does not exist'):
-            check_data(cfg, ('train_dataloader', 'val_dataloader'))
-    cfg = Config.fromfile(ROOT / 'configs/pretrain/lape_deit_tiny_tiny-imagenet.py')
-    make_tiny_imagenet(tmp_path / 'data/tiny_imagenet', train_per_class=1, val_per_class=1, num_classes=2)
-    check_data(cfg, ('train_dataloader', 'val_dataloader'))
-    empty = next((tmp_path / 'data/tiny_imagenet/val').rglob('*.JPEG'))
-    empty.write_bytes(b'')
-    with pytest.raises(DatasetError, match=f'{re.escape(empty.name)} is empty'):
-        check_data(cfg, ('train_dataloader', 'val_dataloader'))
 
 
 @pytest.mark.slow
@@ -366,7 +317,7 @@ def test_missing_pretrained_error_cites_an_existing_readme_section(tmp_path):
     cfg = _tiny_seg_cfg()
     cfg.model.backbone.init_cfg = dict(type='Pretrained', checkpoint=str(tmp_path / 'missing.pth'))
     with pytest.raises(FileNotFoundError) as err:
-        check_data(cfg, ('train_dataloader',))
+        check_pretrained(cfg)
     section = re.search(r'README "([^"]+)"', str(err.value)).group(1)
     assert f'\n## {section}\n' in (ROOT / 'README.md').read_text()
 

@@ -9,8 +9,6 @@ import torch
 from mmengine.config import Config
 
 from lape_mm.checkpoint import safe_load
-from lape_mm.datasets import DatasetError, check_seg_dataset
-from tools.tiny_data import make_tiny_ade
 
 from conftest import (ROOT, assert_baseline_twin, build_model, free_port, logged_losses, logged_metrics, run_main,
                       run_tool)
@@ -39,20 +37,6 @@ def test_encoder_decoder_forward_from_config_dict():
     with torch.no_grad():
         logits = model(torch.randn(1, 3, 96, 160), mode='tensor')
     assert logits.shape == (1, 150, 24, 40)
-
-
-def test_dataset_checks_name_the_problem(tmp_path):
-    root = make_tiny_ade(tmp_path, num_train=3, num_val=1)
-    dataset = dict(data_root=str(root), reduce_zero_label=True,
-                   data_prefix=dict(img_path='images/training', seg_map_path='annotations/training'))
-    check_seg_dataset(dataset, num_classes=150)
-    with pytest.raises(DatasetError, match='above the 3 classes'):
-        check_seg_dataset(dataset, num_classes=3)
-    next((root / 'annotations/training').glob('*.png')).unlink()
-    with pytest.raises(DatasetError, match='3 images .* but 2 annotations'):
-        check_seg_dataset(dataset, num_classes=150)
-    with pytest.raises(DatasetError, match='does not exist'):
-        check_seg_dataset({**dataset, 'data_root': str(tmp_path / 'nowhere')}, num_classes=150)
 
 
 def test_tools_test_evaluates_its_checkpoint_argument_strictly(monkeypatch, tiny_ade, tmp_path):

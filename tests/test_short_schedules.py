@@ -124,12 +124,10 @@ def test_pretraining_trains_one_epoch_of_its_own_schedule(tmp_path):
     """The case that crashed: DeiT's recipe (a 1-epoch warm-up) for 1 epoch, in-process as tools/train.py
     runs it (schedule fitted, data checked). The other tiny configs train through tools/train.py, which
     fits their schedules too, in tests/test_multiprocess.py and the end-to-end tests."""
-    from tools.launch import check_data
     root = make_tiny_imagenet(tmp_path / 'imagenet', train_per_class=1, val_per_class=1)
     config = next(c for c in TINY_CONFIGS if c.stem == 'lape_deit_tiny_tiny-imagenet')
     cfg = _short_run(config, str(root), launcher='none')
     cfg.work_dir = str(tmp_path / 'work')
-    check_data(cfg, ('train_dataloader', 'val_dataloader'))
     runner = build_runner(cfg)
     runner.train()
     assert runner.iter == len(runner.train_dataloader) and runner.epoch == 1

@@ -96,9 +96,9 @@ def test_user_errors_are_one_line_with_exit_code_2(capsys, tmp_path, case):
     tool, args, fragments = {
         'checkpoint': ('convert_checkpoint', [str(bad), str(tmp_path / 'o.pth')],  # CheckpointError
                        ['convert_checkpoint.py: error:', str(bad), '--debug shows the traceback']),
-        'data': ('test', [config, str(bad), '--work-dir', str(tmp_path),  # DatasetError
+        'data': ('test', [config, str(bad), '--work-dir', str(tmp_path),  # mmseg's FileNotFoundError
                           '--cfg-options', f'test_dataloader.dataset.data_root={missing}'],
-                 ['test.py: error:', f'{missing}/images/validation does not exist']),
+                 ['test.py: error:', f'{missing}/images/validation']),
         'model argument': ('get_flops', [config, '--shape', '64', '--cfg-options',  # ConfigError
                                          'model.backbone.drop_path_rate=1.0'],
                            ['drop_path_rate must be a number in [0, 1), got 1.0']),

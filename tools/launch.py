@@ -306,18 +306,20 @@ def missing_pretrained(node) -> list[str]:
     return missing
 
 
-def check_data(cfg: Config, loaders: tuple[str, ...], check_all_files: bool = False) -> None:
-    """Fail before the Runner starts if a pretrained checkpoint is missing, or a dataset path,
-    file, label value or annotation is wrong (decoding a sample of the files, or all of them)."""
-    from lape_mm.datasets import SAMPLED_FILES, check_dataset_cfg
-    if 'train_dataloader' in loaders and (missing := missing_pretrained(cfg.model)):
+def check_pretrained(cfg: Config) -> None:
+    """Fail before the Runner spends minutes building model and data if a pretrained checkpoint is missing."""
+    if missing := missing_pretrained(cfg.model):
         raise FileNotFoundError(
             f'pretrained checkpoint {missing[0]} does not exist: make one with configs/pretrain/ '
             f'(README "Configs"), point init_cfg.checkpoint at a DeiT/timm/mmseg ViT file, or train '
             f'from scratch with --cfg-options model.backbone.init_cfg=None')
-    decode_head = cfg.model.get('decode_head')
-    num_classes = decode_head.get('num_classes') if isinstance(decode_head, dict) else None
-    for name in loaders:
-        if cfg.get(name):
-            check_dataset_cfg(cfg[name].dataset, num_classes, None if check_all_files else SAMPLED_FILES,
-                              labelled=name != 'test_dataloader')
+
+
+def check_all_files(cfg: Config) -> None:
+    """``--check-all-files``: the config's ``DataCheckHook`` decodes every image and label map."""
+    hooks = [hook for hook in cfg.get('custom_hooks', []) if hook.get('type') == 'DataCheckHook']
+    if not hooks:
+        raise ConfigError('--check-all-files sets DataCheckHook(sample=None), but the config has no DataCheckHook in '
+                          'custom_hooks: inherit configs/_base_/lape_runtime.py')
+    for hook in hooks:
+        hook.sample = None

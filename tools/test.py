@@ -6,7 +6,7 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from tools.launch import (add_runner_args, build_runner, check_data, configure_test_outputs,  # noqa: E402
+from tools.launch import (add_runner_args, build_runner, check_all_files, configure_test_outputs,  # noqa: E402
                           dump_det_results, is_missing_local_file, load_config, parse_runner_args)
 from tools.cli import run_main  # noqa: E402
 from tools.outputs import claim_prediction_folder, dataset_folders, refuse_overwriting_inputs  # noqa: E402
@@ -40,7 +40,8 @@ def main() -> None:
     if args.out:
         check_out(cfg, args.out, {'checkpoint': args.checkpoint, 'config': args.config})
     configure_test_outputs(cfg, args.show_dir, args.out)
-    check_data(cfg, ('test_dataloader',), args.check_all_files)
+    if args.check_all_files:
+        check_all_files(cfg)
     runner = build_runner(cfg)
     if args.out and cfg.get('default_scope') == 'mmdet':
         dump_det_results(runner, args.out)

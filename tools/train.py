@@ -6,8 +6,9 @@ import sys
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), '..'))
 
 import lape_mm  # noqa: E402,F401  (registers LaPE models, safe checkpoint globals)
-from tools.launch import (add_runner_args, build_runner, check_data, configure_checkpoints,  # noqa: E402
-                          enable_amp, fit_schedule, load_config, parse_runner_args, set_pretrained)
+from tools.launch import (add_runner_args, build_runner, check_all_files, check_pretrained,  # noqa: E402
+                          configure_checkpoints, enable_amp, fit_schedule, load_config, parse_runner_args,
+                          set_pretrained)
 from tools.cli import run_main  # noqa: E402
 
 
@@ -32,7 +33,9 @@ def main() -> None:
     if args.amp:
         enable_amp(cfg, args.amp_dtype)
     configure_checkpoints(cfg, args.resume)
-    check_data(cfg, ('train_dataloader', 'val_dataloader'), args.check_all_files)
+    check_pretrained(cfg)
+    if args.check_all_files:
+        check_all_files(cfg)
     build_runner(cfg).train()
 
 

@@ -5,6 +5,7 @@
 custom_imports = dict(imports=['lape_mm'], allow_failed_imports=False)
 custom_hooks = [
     dict(type='WorkDirLockHook'),  # one live training run per work dir; clears half-written files
+    dict(type='DataCheckHook', sample=500),  # data checked before the run; sample=None decodes every file
     dict(type='StrictCheckpointHook'),  # load_from / resume / test checkpoints must fit the model exactly
     dict(type='RNGStateHook'),  # resume continues bit-identically
     dict(type='MessageHubStateHook'),  # checkpoints load with torch.load(weights_only=True)
