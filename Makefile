@@ -19,8 +19,8 @@ test: setup
 test-fast: setup
 	$(PYTEST) -m "not slow" $(PYTEST_ARGS)
 
-# The cuda-marked tests alone (tests/test_gpu.py and the NCCL test of tests/test_fsdp.py; meant to take a few
-# minutes on one GPU, never run on one yet); without CUDA they are skipped.
+# The cuda-marked tests alone (tests/test_gpu.py and the NCCL test of tests/engine/test_fsdp_strategy.py; meant to
+# take a few minutes on one GPU, never run on one yet); without CUDA they are skipped.
 test-gpu: setup
 	$(PY) -m pytest -m cuda -rs $(PYTEST_ARGS)
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A throwaway one-host Slurm cluster, to try tools/slurm_train.sh and tools/slurm_test.sh without a
-# real one (tests/test_slurm.py uses it). Needs root.
+# real one (tests/tools/test_slurm.py uses it). Needs root.
 #
 #   scripts/local_slurm.sh start [DIR]   # prints SLURM_CONF=DIR/slurm.conf as its last line
 #   export SLURM_CONF=DIR/slurm.conf     # then srun, sbatch, sinfo use this cluster

@@ -12,12 +12,14 @@ import subprocess
 import sys
 from importlib import import_module
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 from mmengine.registry import init_default_scope
 
 import lape_mm  # noqa: F401  (registers models, safe checkpoint globals)
+from lape_mm.models import LaPEViTAdapter
 
 
 @pytest.fixture(autouse=True)
@@ -58,6 +60,29 @@ def randomize_norms(model: torch.nn.Module) -> None:
                 m.gamma.uniform_(0.5, 1.5)
 
 
+# A ViT-Adapter of 4 blocks in two stages, windows of 3 except the last block of each stage; a 4x4 PE grid.
+TINY_ADAPTER = dict(arch='tiny', embed_dims=48, num_layers=4, num_heads=3, img_size=64, patch_size=16,
+                    interaction_indexes=[[0, 1], [2, 3]], window_size=3, global_attn_indexes=(1, 3),
+                    conv_inplane=8, n_points=2, deform_num_heads=6, adapter_norm_cfg=dict(type='BN'))
+
+
+def tiny_adapter(**overrides) -> LaPEViTAdapter:
+    return LaPEViTAdapter(**{**TINY_ADAPTER, **overrides})
+
+
+def randomize_adapter(model: torch.nn.Module) -> None:
+    """Random values everywhere, so that no term of the equations can hide: gammas, norms and BN
+    statistics included (the default init has zero injector gammas and unit norms)."""
+    with torch.no_grad():
+        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+            if name.endswith('running_var'):
+                tensor.uniform_(0.5, 2.)
+            elif name.endswith(('norm.weight', 'gamma')) or (tensor.dim() == 1 and name.endswith('weight')):
+                tensor.uniform_(0.5, 1.5)  # norm scales and gammas: around 1
+            elif tensor.is_floating_point():
+                tensor.normal_(0, 0.2)
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -72,6 +97,14 @@ def build_dataset(dataset_cfg: dict, scope: str):
     """``dataset_cfg`` built by ``scope``'s registry (mmseg, mmdet, mmpretrain), as that library's Runner does."""
     init_default_scope(scope)
     return import_module(f'{scope}.registry').DATASETS.build(copy.deepcopy(dataset_cfg))
+
+
+def runner_stub(tmp_path, training: bool = True, **attributes) -> SimpleNamespace:
+    """What the hooks read of a Runner: a built train loop while it trains (a config dict otherwise)."""
+    from unittest.mock import MagicMock
+    from mmengine.runner import BaseLoop
+    loop = MagicMock(spec=BaseLoop) if training else dict(type='IterBasedTrainLoop')
+    return SimpleNamespace(work_dir=str(tmp_path), _train_loop=loop, **attributes)
 
 
 def run_process(cmd: list[str], timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -145,6 +178,24 @@ def run_main(script: str, *args: str) -> str:
         sys.argv = argv
         torch.set_num_threads(threads)  # e.g. tools/benchmark.py --threads
     return out.getvalue()
+
+
+def run_tool_here(capsys, tool: str, *args: str) -> tuple[int, str]:
+    """``tools/<tool>.py args`` run in this process as from a shell; its exit code and stderr."""
+    try:
+        run_main(f'tools/{tool}.py', *args)
+    except SystemExit as exit_:
+        return exit_.code, capsys.readouterr().err
+    return 0, capsys.readouterr().err
+
+
+def assert_one_line_usage_error(code: int, err: str, *fragments: str) -> None:
+    """What tools/cli.py makes of a user's mistake: exit code 2, no traceback, the fragments in the last line,
+    and nothing before it but argparse's usage."""
+    lines = err.strip().splitlines()
+    assert code == 2 and 'Traceback' not in err, err
+    assert all(fragment in lines[-1] for fragment in fragments), err
+    assert not [line for line in lines[:-1] if not line.startswith('usage:') and not line.startswith(' ')], err
 
 
 @pytest.fixture(scope='session')

@@ -17,8 +17,8 @@ from lape_mm import LaPEViT, LaPEViTAdapter
 from lape_mm.models.backbones import PE_JOINS
 from lape_mm.models.layers import PE_TYPES
 
-from conftest import logged_losses, randomize_norms, run_tool, tiny_vit_kwargs
-from tiny_runs import FAMILIES, cfg_options
+from conftest import TINY_ADAPTER, logged_losses, randomize_adapter, randomize_norms, run_tool, tiny_vit_kwargs
+from helpers.tiny_runs import FAMILIES, cfg_options
 
 pytestmark = [pytest.mark.cuda, pytest.mark.skipif(not torch.cuda.is_available(), reason='needs a CUDA GPU')]
 CUDA = torch.device('cuda')
@@ -177,9 +177,8 @@ def test_multi_scale_deformable_attention_on_cuda_matches_pytorch():
 def test_vit_adapter_matches_cpu():
     """The whole ViT-Adapter, forward and backward: on CUDA its deformable attention is mmcv's
     compiled kernel, on the CPU the PyTorch (grid_sample) version."""
-    from test_vit_adapter import TINY, randomize
-    model = LaPEViTAdapter(**TINY)
-    randomize(model)
+    model = LaPEViTAdapter(**TINY_ADAPTER)
+    randomize_adapter(model)
     cuda_model = copy.deepcopy(model).to(CUDA)
     img = torch.randn(2, 3, 64, 96)
     outs, grads = [], []

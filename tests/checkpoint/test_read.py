@@ -1,4 +1,4 @@
-"""Issue 22: checkpoints from where users have them. http(s) URLs (a cache per URL; a bad download is
+"""lape_mm.checkpoint.read and .download: checkpoints from where users have them. http(s) URLs (a cache per URL; a bad download is
 named, deleted and fetched again), file:// URLs, and .safetensors files (timm's and Hugging Face's
 format) everywhere a .pth loads; tools/convert_checkpoint.py writes them too."""
 import contextlib
@@ -194,7 +194,7 @@ def test_a_truncated_safetensors_file_is_named(tmp_path):
 def test_train_pretrained_option_initialises_the_backbone(tiny_ade, tmp_path):
     """The tiny config has init_cfg=None (where --cfg-options ...init_cfg.checkpoint=X cannot reach):
     --pretrained starts its backbone from a .safetensors file; with lr 0 the first checkpoint keeps it."""
-    from tiny_runs import TINY_SEG as TINY, small_run_options
+    from helpers.tiny_runs import TINY_SEG as TINY, small_run_options
     from conftest import run_tool
     source = LaPEViT(arch='tiny', num_layers=4, img_size=128, out_indices=(0, 1, 2, 3))
     randomize_norms(source)
@@ -216,7 +216,7 @@ def _tiny_segmentor_files(tmp_path: Path) -> tuple[str, Path, Path]:
     from mmseg.datasets import ADE20KDataset
     from mmseg.registry import MODELS
     from mmengine.registry import init_default_scope
-    from tiny_runs import TINY_SEG as TINY
+    from helpers.tiny_runs import TINY_SEG as TINY
     from conftest import ROOT
     cfg = Config.fromfile(ROOT / TINY)
     cfg.model.backbone.num_layers = 4
@@ -241,7 +241,7 @@ def test_safetensors_segment_an_image_as_the_pth_does(tiny_ade, tmp_path):
 @pytest.mark.slow
 def test_tools_test_scores_a_safetensors_file_as_the_pth(tiny_ade, tmp_path):
     from conftest import run_tool
-    from tiny_runs import small_run_options
+    from helpers.tiny_runs import small_run_options
     config, pth, st = _tiny_segmentor_files(tmp_path)
     scores = [re.findall(r'mIoU: ([\d.]+)', run_tool('tools/test.py', config, str(path), '--work-dir',
                                                       str(tmp_path / path.suffix[1:]), *small_run_options(tiny_ade)))

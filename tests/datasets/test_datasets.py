@@ -22,8 +22,9 @@ from lape_mm.engine import DataCheckHook
 from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 from tools.tiny_data.coco import CLASSES
 
-from conftest import ROOT, build_dataset, build_model, free_port, run_process, tool_command
-from tiny_runs import DEIT, MASK_RCNN, UPERNET, UPERNET_LAYERS, cfg_options, cls_options, derived_config, seg_options
+from conftest import (ROOT, assert_one_line_usage_error, build_dataset, build_model, free_port, run_process,
+                      run_tool_here, tool_command)
+from helpers.tiny_runs import DEIT, MASK_RCNN, UPERNET, UPERNET_LAYERS, cfg_options, cls_options, derived_config, seg_options
 
 
 @pytest.fixture(scope='module')
@@ -135,7 +136,6 @@ def test_decoding_reads_an_evenly_spread_sample_and_says_so(tmp_path, monkeypatc
 
 def test_check_all_files_decodes_every_file_through_the_tools(tmp_path, capsys):
     """``--check-all-files`` sets the config's DataCheckHook to decode every file, over a sample set in the config."""
-    from test_user_errors import assert_one_line_usage_error, run_tool_here
     root = make_tiny_ade(tmp_path, num_train=5, num_val=1)
     second = sorted((root / 'annotations/training').glob('*.png'))[1]  # not among the 3 of 5 decoded
     Image.fromarray(np.full((4, 4), 1, np.uint8)).save(second)  # of another size than its image

@@ -11,7 +11,7 @@ from mmengine.config import Config
 from mmengine.registry import init_default_scope
 
 from conftest import ROOT, build_model, free_port, run_tool
-from tiny_runs import cfg_options
+from helpers.tiny_runs import cfg_options
 from tools.tiny_data import make_tiny_ade
 
 FSDP = 'configs/upernet_lape_vit_t_tiny-ade_128x128_fsdp.py'

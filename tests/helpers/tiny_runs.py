@@ -7,9 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from mmengine.config import Config
+
 from tools.tiny_data import make_tiny_ade, make_tiny_coco, make_tiny_imagenet
 
-ROOT = Path(__file__).resolve().parents[1]
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @dataclass(frozen=True)
@@ -105,3 +108,11 @@ def hook_config(folder: Path, hook: str, base: str = TINY_SEG) -> str:
                     f"custom_imports = dict(imports=['lape_mm', 'kill_hook'], allow_failed_imports=False)\n"
                     f"custom_hooks = _base_.custom_hooks + [{hook}]\n")
     return str(path)
+
+
+def tiny_seg_config() -> Config:
+    """The tiny UPerNet config (``TINY_SEG``) with 4 blocks, one feature map per block."""
+    cfg = Config.fromfile(ROOT / TINY_SEG)
+    cfg.model.backbone.num_layers = 4
+    cfg.model.backbone.out_indices = (0, 1, 2, 3)
+    return cfg

@@ -8,34 +8,14 @@ import torch
 import torch.nn.functional as F
 from mmengine.config import Config
 
+from lape_mm.errors import ConfigError
 from lape_mm.models import LaPEViTAdapter
 from lape_mm.models.layers.adapter_modules import deform_inputs
 from lape_mm.models.layers.ms_deform_attn import MSDeformAttn, deformable_sampling
 
-from conftest import ROOT, assert_baseline_twin, build_model, forward_counts, logged_metrics, run_tool
-from tiny_runs import ADAPTER, ADAPTER_LAYERS, cfg_options, seg_options
-
-# 4 blocks in two stages, windows of 3 except the last block of each stage; a 4x4 PE grid.
-TINY = dict(arch='tiny', embed_dims=48, num_layers=4, num_heads=3, img_size=64, patch_size=16,
-            interaction_indexes=[[0, 1], [2, 3]], window_size=3, global_attn_indexes=(1, 3),
-            conv_inplane=8, n_points=2, deform_num_heads=6, adapter_norm_cfg=dict(type='BN'))
-
-
-def tiny_adapter(**overrides) -> LaPEViTAdapter:
-    return LaPEViTAdapter(**{**TINY, **overrides})
-
-
-def randomize(model: torch.nn.Module) -> None:
-    """Random values everywhere, so that no term of the equations can hide: gammas, norms and BN
-    statistics included (the default init has zero injector gammas and unit norms)."""
-    with torch.no_grad():
-        for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
-            if name.endswith('running_var'):
-                tensor.uniform_(0.5, 2.)
-            elif name.endswith(('norm.weight', 'gamma')) or (tensor.dim() == 1 and name.endswith('weight')):
-                tensor.uniform_(0.5, 1.5)  # norm scales and gammas: around 1
-            elif tensor.is_floating_point():
-                tensor.normal_(0, 0.2)
+from conftest import (ROOT, assert_baseline_twin, build_model, forward_counts, logged_metrics, randomize_adapter, run_tool,
+                      tiny_adapter)
+from helpers.tiny_runs import ADAPTER, ADAPTER_LAYERS, cfg_options, seg_options
 
 
 # ---------------------------------------------------------------- reference (the paper's equations)
@@ -212,7 +192,7 @@ def lape_block_pes(model: LaPEViTAdapter, hw, independent: bool = False):
 def test_matches_reference(pe_join, size):
     """float64, random weights and BN statistics, non-zero injector and layer-scale gammas."""
     model = tiny_adapter(pe_join=pe_join, layer_scale=True).double().eval()
-    randomize(model)
+    randomize_adapter(model)
     img = torch.randn(2, 3, *size, dtype=torch.float64)
     hw = (size[0] // 16, size[1] // 16)
     if pe_join == 'add':
@@ -240,7 +220,7 @@ def test_window_padding_of_qkv_differs_from_vitdet_only_on_padded_grids():
 def _parity(img_hw=(64, 96), **options):
     """A float64 model with random weights, and its outputs with the reference's (4x6 token grid: padded windows)."""
     model = tiny_adapter(layer_scale=True, **options).double().eval()
-    randomize(model)
+    randomize_adapter(model)
     img = torch.randn(1, 3, *img_hw, dtype=torch.float64)
     with torch.no_grad():
         return model, img, model(img)
@@ -283,7 +263,7 @@ def test_other_joins_and_pe_types_match_reference(pe_join, pe_type):
 # ---------------------------------------------------------------- deformable attention
 def _deform_case(dim=48, heads=6, points=2, hw=(4, 6), batch=2):
     attn = MSDeformAttn(dim, heads, 3, points).double()
-    randomize(attn)
+    randomize_adapter(attn)
     injector_inputs, _ = deform_inputs(hw, torch.device('cpu'))
     shapes = [tuple(s) for s in injector_inputs.spatial_shapes.tolist()]
     query = torch.randn(batch, hw[0] * hw[1], dim, dtype=torch.float64)
@@ -333,7 +313,7 @@ def test_every_trainable_parameter_gets_a_gradient(pe_join):
     first step: with zero injector gammas the injectors', with Deformable DETR's zero offset and
     attention-weight layers the query norms'.)"""
     model = tiny_adapter(pe_join=pe_join, layer_scale=True, drop_path_rate=0.1).train()
-    randomize(model)
+    randomize_adapter(model)
     sum(o.square().mean() for o in model(torch.randn(2, 3, 64, 96))).backward()
     missing = [n for n, p in model.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
     assert not missing
@@ -394,7 +374,7 @@ def test_per_stage_vit_features_match_reference():
     stages = ((0, 0), (1, 1), (2, 2), (3, 3))
     model = tiny_adapter(pe_join='lape', layer_scale=True, interaction_indexes=stages, vit_features='stages')
     model = model.double().eval()
-    randomize(model)
+    randomize_adapter(model)
     img = torch.randn(1, 3, 64, 96, dtype=torch.float64)
     with torch.no_grad():
         outs = model(img)
@@ -406,7 +386,7 @@ def test_per_stage_vit_features_match_reference():
 
 # ---------------------------------------------------------------- checkpoints
 def original_layout(dim=48, depth=4, stages=2, inplanes=8, heads=6, points=2, cffn_hidden=12) -> dict:
-    """The TINY adapter's tensors as the original code (czczup/ViT-Adapter, detection ``ViTAdapter`` with
+    """The tiny adapter's tensors as the original code (czczup/ViT-Adapter, detection ``ViTAdapter`` with
     ``layer_scale=True``, SyncBN norms) names them, with their shapes: ``{name: shape}``. Written out from
     that code's modules, not from lape_mm's converter: TIMMVisionTransformer (no cls token, no final
     norm), Block (``gamma1``/``gamma2``), SpatialPriorModule (``stem``/``conv2..4`` Sequentials of conv,
@@ -643,3 +623,18 @@ def test_tiny_segmentation_trains_and_evaluates(tiny_ade, tmp_path):
     for image in (tiny_ade / 'images/validation').glob('*.jpg'):
         expected = inference_model(model, str(image)).pred_sem_seg.data[0].numpy() + 1
         assert np.array_equal(np.asarray(Image.open(preds / f'{image.stem}.png')), expected), image.name
+
+
+@pytest.mark.parametrize('kwargs, message', [
+    (dict(n_points=0), 'n_points must be an integer >= 1, got 0'),
+    (dict(conv_inplane=0), 'conv_inplane must be an integer >= 1, got 0'),
+    (dict(deform_num_heads=0), 'deform_num_heads must be an integer >= 1, got 0'),
+])
+def test_adapter_refuses_values_it_would_ignore_or_misread(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        tiny_adapter(**kwargs)
+
+
+def test_adapter_names_an_empty_batch():
+    with pytest.raises(ValueError, match=r'empty batch \[0, 3, 64, 64\]'):
+        tiny_adapter()(torch.randn(0, 3, 64, 64))

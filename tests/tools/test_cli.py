@@ -1,90 +1,15 @@
-"""Issue 22: arguments that were accepted and ignored or misread are named errors, and a mistake a user
-makes at a tool's command line is one line and exit code 2, without a traceback (``--debug`` shows it)."""
-import logging
+"""tools/cli.py: a mistake a user makes at a tool's command line is one line and exit code 2, without a
+traceback (``--debug`` shows it)."""
 import os
+import re
 
 import pytest
 import torch
 
 from lape_mm import LaPEViT
-from lape_mm.errors import ConfigError
-from tools.launch import enable_amp, fit_schedule, load_config
 
-from conftest import ROOT, run_main, tiny_vit_kwargs
-from tiny_runs import TINY_SEG as TINY, small_run_options
-from test_vit_adapter import tiny_adapter
-
-ADAPTER_TINY = 'configs/upernet_lape_vit_adapter_t_tiny-ade_128x128.py'  # its adapter norms are SyncBN
-
-
-def run_tool_here(capsys, tool: str, *args: str) -> tuple[int, str]:
-    """``tools/<tool>.py args`` run in this process as from a shell; its exit code and stderr."""
-    try:
-        run_main(f'tools/{tool}.py', *args)
-    except SystemExit as exit_:
-        return exit_.code, capsys.readouterr().err
-    return 0, capsys.readouterr().err
-
-
-def assert_one_line_usage_error(code: int, err: str, *fragments: str) -> None:
-    lines = err.strip().splitlines()
-    assert code == 2 and 'Traceback' not in err, err
-    assert all(fragment in lines[-1] for fragment in fragments), err
-    assert not [line for line in lines[:-1] if not line.startswith('usage:') and not line.startswith(' ')], err
-
-
-# --- constructor values: named at construction --------------------------------------------------
-
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(num_layers=0), 'num_layers must be an integer >= 1, got 0'),
-    (dict(embed_dims=0), 'embed_dims must be an integer >= 1, got 0'),
-    (dict(img_size=(64, 64, 64)), 'img_size must be a positive int or an (H, W) pair'),
-    (dict(img_size=(64,)), 'img_size must be'),
-    (dict(img_size=0), 'img_size must be'),
-    (dict(patch_size=0), 'patch_size must be an integer >= 1, got 0'),
-    (dict(patch_size=-16), 'patch_size must be an integer >= 1, got -16'),
-    (dict(window_size=-1, with_cls_token=False), 'window_size must be an integer >= 0, got -1'),
-    (dict(drop_path_rate=1.0), 'drop_path_rate must be a number in [0, 1), got 1.0'),
-    (dict(in_channels=0), 'in_channels must be an integer >= 1, got 0'),
-    (dict(out_indices='3'), "out_indices must be a block index or a sequence of them, got '3'"),
-    (dict(out_indices=(2, 2)), 'out_indices=[2, 2] must name distinct blocks in increasing order'),
-    (dict(out_indices=(2, 0)), 'e.g. [0, 2]'),
-    (dict(out_indices=(-1, 2)), 'out_indices=[-1, 2] must name distinct blocks'),  # -1 is block 2
-])
-def test_lape_vit_refuses_values_it_would_ignore_or_misread(kwargs, message):
-    with pytest.raises(ConfigError) as err:
-        LaPEViT(**tiny_vit_kwargs(**kwargs))
-    assert message in str(err.value)
-
-
-def test_out_indices_in_block_order_still_count_from_the_end():
-    model = LaPEViT(**tiny_vit_kwargs(out_indices=(0, -1)))
-    assert model.out_indices == (0, 2) and len(model(torch.randn(1, 3, 64, 64))) == 2
-
-
-@pytest.mark.parametrize('kwargs, message', [
-    (dict(n_points=0), 'n_points must be an integer >= 1, got 0'),
-    (dict(conv_inplane=0), 'conv_inplane must be an integer >= 1, got 0'),
-    (dict(deform_num_heads=0), 'deform_num_heads must be an integer >= 1, got 0'),
-])
-def test_adapter_refuses_values_it_would_ignore_or_misread(kwargs, message):
-    with pytest.raises(ConfigError, match=message):
-        tiny_adapter(**kwargs)
-
-
-def test_adapter_names_an_empty_batch():
-    with pytest.raises(ValueError, match=r'empty batch \[0, 3, 64, 64\]'):
-        tiny_adapter()(torch.randn(0, 3, 64, 64))
-
-
-# --- schedules: a run that trains nothing is refused ------------------------------------------------
-
-def test_a_schedule_that_trains_nothing_is_refused():
-    cfg = load_config(str(ROOT / TINY))
-    for key, value in (('max_iters', -1), ('max_iters', 0), ('max_iters', 2.5), ('max_epochs', 0)):
-        cfg.train_cfg = {key: value}
-        with pytest.raises(ConfigError, match=rf'train_cfg.{key} must be a positive integer, got {value}'):
-            fit_schedule(cfg)
+from conftest import ROOT, assert_one_line_usage_error, run_main, run_tool_here, tiny_vit_kwargs
+from helpers.tiny_runs import TINY_SEG as TINY, small_run_options
 
 
 # --- the tools' command line ---------------------------------------------------------------------------
@@ -143,21 +68,6 @@ def test_convert_checkpoint_refuses_sizes_it_would_misread(capsys, tmp_path, arg
     assert not (tmp_path / 'o.pth').exists()
 
 
-# --- CPU runs: each runtime switch is one warning ------------------------------------------------------
-
-def test_cpu_switches_are_each_logged_once_as_a_warning(monkeypatch):
-    monkeypatch.setattr(torch.cuda, 'is_available', lambda: False)
-    logged = []
-    monkeypatch.setattr('tools.launch.print_log',
-                        lambda msg, logger=None, level=logging.INFO: logged.append((level, msg)))
-    cfg = load_config(str(ROOT / ADAPTER_TINY), launcher='none')
-    enable_amp(cfg)
-    warnings = [msg for level, msg in logged if level == logging.WARNING]
-    for switch in ('gloo instead of nccl', 'SyncBN layer configs with BN', 'bf16 autocast'):
-        assert len([msg for msg in warnings if switch in msg]) == 1, warnings
-    assert cfg.env_cfg.dist_cfg.backend == 'gloo' and cfg.optim_wrapper.dtype == 'bfloat16'
-
-
 # --- raw cases that end as one named line -------------------------------------------------------------
 
 DET_TINY = 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py'
@@ -209,3 +119,14 @@ def test_slurm_launcher_outside_srun_is_one_line(capsys, monkeypatch, tmp_path):
     code, err = run_tool_here(capsys, 'train', str(ROOT / TINY), '--launcher', 'slurm', '--work-dir', str(tmp_path))
     assert_one_line_usage_error(code, err, 'SLURM_PROCID, SLURM_NTASKS, SLURM_NODELIST is not set: start the job '
                                            'with srun')
+
+
+def test_convert_tool_names_a_bad_file(tmp_path, capsys):
+    """One line naming the file and the problem (tools/cli.py: exit code 2, no traceback)."""
+    bad = tmp_path / 'bad.pth'
+    bad.write_bytes(b'')
+    with pytest.raises(SystemExit) as exit_:
+        run_main('tools/convert_checkpoint.py', str(bad), str(tmp_path / 'out.pth'))
+    assert exit_.value.code == 2
+    assert re.fullmatch(rf'convert_checkpoint\.py: error: .*{re.escape(str(bad))}.*empty.*\n', capsys.readouterr().err)
+    assert not (tmp_path / 'out.pth').exists()

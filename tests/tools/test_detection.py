@@ -7,15 +7,17 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from mmengine.config import Config
 from mmengine.optim import build_optim_wrapper
 
-from tools.tiny_data.coco import CLASSES, make_tiny_coco
 from lape_mm.models import LaPEViT
 from lape_mm.models.necks import SimpleFPN
+from tools.tiny_data.coco import CLASSES, make_tiny_coco
 
 from conftest import ROOT, assert_baseline_twin, build_model, logged_losses, logged_metrics, run_tool, tiny_vit_kwargs
-from tiny_runs import cfg_options, det_options
+from helpers.tiny_runs import cfg_options, det_options
+
 
 DET_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('mask_rcnn_*simplefpn*.py') if not p.name.endswith('_add.py'))
 BASE = 'configs/mask_rcnn_lape_vit_b_simplefpn_coco.py'
@@ -259,3 +261,19 @@ def test_logged_losses_read_nan_and_inf():
     log = 'Iter(train) [1/2]  lr: 1.0e-04  loss: nan  loss_cls: 0.6\nIter(train) [2/2]  loss: inf  loss_cls: 1.5'
     losses = logged_losses(log)
     assert len(losses) == 2 and math.isnan(losses[0]) and losses[1] == math.inf
+
+
+@pytest.mark.slow
+def test_infer_tool_runs_detection_configs(tmp_path):
+    from tools.tiny_data.coco import CLASSES, make_tiny_coco
+    cfg = Config.fromfile(ROOT / 'configs/mask_rcnn_lape_vit_t_simplefpn_tiny-coco_160.py')
+    cfg.model.backbone.update(num_layers=2, global_attn_indexes=(1,))
+    cfg.model.test_cfg.rcnn.score_thr = 0.0  # an untrained model still predicts
+    config, checkpoint = tmp_path / 'detector.py', tmp_path / 'detector.pth'
+    cfg.dump(config)
+    torch.save({'state_dict': build_model(cfg.model, 'mmdet').state_dict(), 'meta': {'dataset_meta': {'classes': CLASSES}}},
+               checkpoint)
+    image = next((make_tiny_coco(tmp_path / 'coco', num_train=1, num_val=1) / 'val2017').glob('*.jpg'))
+    out = run_tool('tools/infer.py', str(config), str(checkpoint), str(image), '--out', str(tmp_path / 'det.jpg'))
+    assert re.search(r'wrote .*det\.jpg; \d+ detections', out)
+    assert Image.open(tmp_path / 'det.jpg').size == Image.open(image).size

@@ -15,7 +15,7 @@ import torch
 from conftest import ROOT, free_port, kill_process_group
 from lape_mm.checkpoint import safe_load
 from lape_mm.errors import ConfigError
-from tiny_runs import UPERNET, cfg_options, hook_config, hook_env
+from helpers.tiny_runs import UPERNET, cfg_options, hook_config, hook_env
 
 DIST_VARS = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'MASTER_ADDR', 'MASTER_PORT')
 SLURM_VARS = ('SLURM_PROCID', 'SLURM_NTASKS', 'SLURM_LOCALID', 'SLURM_NODELIST', 'SLURM_JOB_ID')

@@ -9,7 +9,7 @@ from mmengine.config import Config
 from mmengine.runner import Runner
 
 from conftest import ROOT, build_model, free_port, logged_metrics, run_tool
-from tiny_runs import FAMILIES, TinyRun, cfg_options
+from helpers.tiny_runs import FAMILIES, TinyRun, cfg_options
 
 
 def _unused_parameters(run: TinyRun, root) -> list[str]:

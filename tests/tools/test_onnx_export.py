@@ -1,5 +1,6 @@
-"""Issue 22: ONNX export of ViT-Adapter at any size, sizes the exported model cannot take named before
+"""tools/export_onnx.py: ONNX export of ViT-Adapter at any size, sizes the exported model cannot take named before
 exporting, and no .onnx file left behind by an export that failed."""
+import re
 import subprocess
 import sys
 
@@ -11,6 +12,8 @@ from lape_mm import LaPEViT, LaPEViTAdapter
 from tools.analysis.onnx_export import export_onnx, onnx_max_error
 
 from conftest import ROOT, tiny_vit_kwargs
+from helpers.tiny_runs import TINY_SEG as TINY
+
 
 TINY_ADAPTER = 'configs/upernet_lape_vit_adapter_t_tiny-ade_128x128.py'
 
@@ -60,3 +63,11 @@ def test_export_tool_names_sizes_the_model_cannot_take(tmp_path, check):
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert f'size {check[0]}x{check[1]}' in proc.stderr and 'positive multiples of 32' in proc.stderr
     assert 'Traceback' not in proc.stderr and not out.exists()
+
+
+def test_export_onnx_checks_out_folder_before_exporting(tmp_path, monkeypatch):
+    import runpy
+    out = tmp_path / 'missing' / 'model.onnx'
+    monkeypatch.setattr(sys, 'argv', ['export_onnx.py', str(ROOT / TINY), str(tmp_path / 'none.pth'), '--out', str(out)])
+    with pytest.raises(SystemExit, match=f'--out folder {re.escape(str(out.parent))} does not exist'):
+        runpy.run_path(str(ROOT / 'tools/export_onnx.py'), run_name='__main__')

@@ -1,4 +1,4 @@
-"""Issue 22: nothing a user has is destroyed. tools/infer.py's output never empties an existing file or
+"""Nothing a user has is destroyed. tools/infer.py's output never empties an existing file or
 the input image and is written in its extension's format; the tiny data makers refuse folders holding
 other files; ``reproduce.py --quick`` keeps off the committed results."""
 import json
@@ -12,9 +12,8 @@ from PIL import Image
 from lape_mm.apis import output_format, save_colour_mask, save_image
 from tools.tiny_data.ade import OBJECT_CLASSES
 
-from conftest import ROOT, tiny_vit_kwargs
-from tiny_runs import TINY_SEG as TINY
-from test_user_errors import assert_one_line_usage_error, run_tool_here
+from conftest import ROOT, assert_one_line_usage_error, run_tool_here, tiny_vit_kwargs
+from helpers.tiny_runs import TINY_SEG as TINY
 
 PALETTE = [[(37 * i) % 256, (91 * i) % 256, (53 * i) % 256] for i in range(151)]
 

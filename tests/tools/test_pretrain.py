@@ -12,7 +12,7 @@ from lape_mm.checkpoint import safe_load, to_lape_state_dict
 from tools.tiny_data.imagenet import NUM_CLASSES, make_tiny_imagenet
 
 from conftest import ROOT, build_model, run_tool
-from tiny_runs import cfg_options, cls_options
+from helpers.tiny_runs import cfg_options, cls_options
 
 PRETRAIN = 'configs/pretrain'
 FULL_CONFIGS = sorted(p.name for p in (ROOT / PRETRAIN).glob('lape_deit_*_in1k.py'))

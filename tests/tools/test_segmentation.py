@@ -8,14 +8,15 @@ import pytest
 import torch
 from mmengine.config import Config
 
-from lape_mm.checkpoint import safe_load
+from lape_mm.checkpoint import CheckpointError, safe_load
 
 from conftest import (ROOT, assert_baseline_twin, build_model, free_port, logged_losses, logged_metrics, run_main,
                       run_tool)
-from tiny_runs import TINY_SEG as TINY, derived_config, small_run_options
+from helpers.tiny_runs import TINY_SEG as TINY, derived_config, small_run_options, tiny_seg_config
+
 
 SEG_CONFIGS = sorted(p.name for p in (ROOT / 'configs').glob('*.py')
-                     if p.name.startswith(('upernet', 'segmenter')) and 'adapter' not in p.name)  # test_vit_adapter
+                     if p.name.startswith(('upernet', 'segmenter')) and 'adapter' not in p.name)  # test_lape_vit_adapter.py
 SEG_METRICS = 'aAcc|mIoU|mAcc'
 
 
@@ -185,3 +186,22 @@ def test_infer_tool_segments_as_the_model_does(tiny_ade, tmp_path):
     expected = expected.pred_sem_seg.data[0].numpy()
     assert len(np.unique(expected)) > 1
     assert np.array_equal(np.asarray(Image.open(out)), expected)
+
+
+def test_inference_refuses_checkpoint_that_does_not_fit(tmp_path, tiny_ade):
+    from lape_mm.apis import segment_image
+    cfg = tiny_seg_config()
+    config = tmp_path / 'config.py'
+    cfg.dump(config)
+    weights = _segmentor_weights(cfg)
+    backbone_only = tmp_path / 'backbone.pth'
+    torch.save({'state_dict': {k: v for k, v in weights.items() if k.startswith('backbone.')}}, backbone_only)
+    image = next((tiny_ade / 'images/validation').glob('*.jpg'))
+    with pytest.raises(CheckpointError, match=r'backbone\.pth does not fit the model:\n\s+\d+ model keys missing from '
+                                              r'the checkpoint \(neck: \d+, decode_head: \d+, auxiliary_head: \d+\)'):
+        segment_image(str(config), str(backbone_only), str(image), tmp_path / 'mask.png', device='cpu')
+    assert not (tmp_path / 'mask.png').exists()
+
+
+def _segmentor_weights(cfg: Config) -> dict:
+    return build_model(cfg.model, 'mmseg').state_dict()

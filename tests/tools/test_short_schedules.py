@@ -16,8 +16,8 @@ from tools.launch import build_runner, fit_schedule, load_config
 from tools.tiny_data import make_tiny_imagenet
 
 from conftest import ROOT
-from tiny_runs import TINY_SEG as TINY
-from tiny_runs import ADAPTER, ADAPTER_LAYERS, UPERNET_LAYERS, cls_options, det_options, seg_options
+from helpers.tiny_runs import TINY_SEG as TINY
+from helpers.tiny_runs import ADAPTER, ADAPTER_LAYERS, UPERNET_LAYERS, cls_options, det_options, seg_options
 
 TINY_IMAGENET = 'configs/pretrain/lape_deit_tiny_tiny-imagenet.py'
 
@@ -90,7 +90,7 @@ FAMILIES = {
         root, **{'train_cfg.max_epochs': 1, 'train_cfg.val_interval': 1})),
 }
 # Twins that differ from their config only in pe_join (_add) or in how processes share the model
-# (_fsdp, trained by tests/test_fsdp.py in two processes): their fitted schedule is their config's.
+# (_fsdp, trained by tests/engine/test_fsdp_strategy.py in two processes): their fitted schedule is their config's.
 TWIN_SUFFIX = re.compile(r'_(add|fsdp)$')
 TINY_CONFIGS = sorted(p.relative_to(ROOT) for p in ROOT.glob('configs/**/*_tiny-*.py'))
 
@@ -123,7 +123,7 @@ def test_every_tiny_config_schedules_a_2_iteration_or_1_epoch_run(config):
 def test_pretraining_trains_one_epoch_of_its_own_schedule(tmp_path):
     """The case that crashed: DeiT's recipe (a 1-epoch warm-up) for 1 epoch, in-process as tools/train.py
     runs it (schedule fitted, data checked). The other tiny configs train through tools/train.py, which
-    fits their schedules too, in tests/test_multiprocess.py and the end-to-end tests."""
+    fits their schedules too, in tests/tools/test_multiprocess.py and the end-to-end tests."""
     root = make_tiny_imagenet(tmp_path / 'imagenet', train_per_class=1, val_per_class=1)
     config = next(c for c in TINY_CONFIGS if c.stem == 'lape_deit_tiny_tiny-imagenet')
     cfg = _short_run(config, str(root), launcher='none')

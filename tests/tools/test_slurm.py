@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from conftest import ROOT, free_port, run_tool
-from tiny_runs import UPERNET, cfg_options
+from helpers.tiny_runs import UPERNET, cfg_options
 
 CLUSTER = ['bash', str(ROOT / 'scripts' / 'local_slurm.sh')]
 CANNOT_INSTALL = 3  # local_slurm.sh's exit status when apt-get fails

@@ -8,7 +8,7 @@ import mmseg
 import pytest
 
 from conftest import ROOT, logged_metrics, run_tool
-from tiny_runs import cfg_options
+from helpers.tiny_runs import cfg_options
 
 MMSEG_TRAIN = Path(mmseg.__file__).parent / '.mim/tools/train.py'
 STOCK = 'mmseg::vit/vit_vit-b16_mln_upernet_8xb2-80k_ade20k-512x512.py'
