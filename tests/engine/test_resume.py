@@ -1,6 +1,7 @@
 """A run killed after its checkpoint of iteration 2 (epoch 1) and resumed ends with exactly the weights of an
 uninterrupted run: through lape_mm's tools/train.py with the data loaded in the main process or in workers,
-and through mmseg's and mmdet's own tools/train.py, which get the same guarantees from the config alone."""
+and through mmseg's and mmdet's own tools/train.py, which get the same guarantees from the config alone.
+A run killed while it writes a checkpoint loses none of the kept ones and resumes to the end."""
 import os
 import signal
 import stat
