@@ -42,5 +42,5 @@ def test_resume_from_a_pretraining_checkpoint_says_it_is_not_of_this_config(tiny
                         '--resume', str(checkpoint), *small_run_options(tiny_ade)])
     assert proc.returncode != 0
     assert 'parameter groups' not in proc.stderr
-    assert re.search(r'(?s)epoch_4\.pth does not fit the model.*it is not a checkpoint of this config.*init_cfg.*'
+    assert re.search(r'(?s)epoch_4\.pth does not fit the model.*It is not a checkpoint of this config.*--pretrained.*'
                      r'load_from', proc.stderr), proc.stderr[-3000:]
