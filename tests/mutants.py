@@ -131,6 +131,10 @@ MUTANTS = [
     Mutant('deformable offsets scaled by (h, w)', 'lape_mm/models/layers/ms_deform_attn.py',
            'offsets / spatial_shapes.flip(-1)[:, None, :]', 'offsets / spatial_shapes[:, None, :]',
            (f'{T_ADAPTER}::test_deformable_attention_matches_reference',)),
+    # ---- the studies
+    Mutant('deep study ignores its cache', 'tools/study/deep.py',
+           'todo = [job for job in jobs(self.config) if not self.is_cached(job)]', 'todo = jobs(self.config)',
+           ('tests/test_pretrain.py::test_deep_study_quick_writes_every_part_and_resumes',)),
 ]
 
 

@@ -39,7 +39,7 @@ LONG = {
     'tools/slurm_train.sh': 'needs a Slurm cluster',
     'tools/slurm_test.sh': 'needs a Slurm cluster',
     'tools/benchmark.py': 'minutes of timing (tests/test_analysis.py runs it at toy sizes)',
-    'tools/reproduce.py': 'the full study takes 30 minutes; --quick is tests/test_pretrain.py',
+    'tools/reproduce.py': 'the full studies take 30 and 45 minutes; --quick is tests/test_pretrain.py',
     'tools/demo.py': 'trains for minutes (`make demo`)',
     'tools/get_flops.py': 'a ViT-B UPerNet at 512x512 takes minutes on 2 cores (tests/test_analysis.py: the tiny one)',
     'tools/visualize_pe.py': 'two ViT-B backbones take half a minute (tests/test_analysis.py: tiny ones)',

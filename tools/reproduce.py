@@ -1,15 +1,17 @@
 """Reproduce docs/reproduction.md's CPU studies, tables and figures, from scratch.
 
-    python tools/reproduce.py [--study joins|deep] [--out DIR] [--threads N] [--quick]
+    python tools/reproduce.py [--study joins|deep] [--out DIR] [--threads N] [--quick] [--seeds S ...]
 
 ``--study joins`` (the default): LaPE's PE joins and PE types against add, 4 blocks, 2 threads, ~30 min.
 ``--study deep``: 12 blocks on an 8x8 grid, LaPE against RoPE, fine-tunes from a plain checkpoint and test
 resolutions, 1 thread, ~50 min; resumable: each run's result is cached in OUT/cache, and a stopped
 study goes on where it stopped.
+``--seeds`` adds seeds to the deep study (where an interval sits near zero), training only the new runs.
 ``--quick`` writes to work_dirs/ (never into docs/figures/: its throwaway numbers would replace the
 committed results).
 """
 import argparse
+import dataclasses
 import os
 import sys
 from pathlib import Path
@@ -38,6 +40,8 @@ def main() -> None:
     parser.add_argument('--threads', type=int, help='torch threads (default: what the numbers were made with, '
                                                     '2 for joins, 1 for deep)')
     parser.add_argument('--quick', action='store_true', help='seconds on a sliver of data (a smoke test)')
+    parser.add_argument('--seeds', type=int, nargs='+', help='deep study: its seeds (default 0 1 2); runs of '
+                                                             'seeds already in the cache are not trained again')
     args = parser.parse_args()
     results, quick_out, threads = STUDIES[args.study]
     if args.quick and args.out and Path(args.out).resolve() == results:
@@ -45,8 +49,11 @@ def main() -> None:
                      f'give another --out')
     args.out = args.out or (quick_out if args.quick else str(results))
     torch.set_num_threads(args.threads or threads)
+    if args.seeds and args.study != 'deep':
+        parser.error('--seeds is an option of --study deep')
     if args.study == 'deep':
-        print(study.reproduce_deep(args.out, study.DEEP_QUICK if args.quick else study.DEEP_FULL))
+        config = study.DEEP_QUICK if args.quick else study.DEEP_FULL
+        print(study.reproduce_deep(args.out, dataclasses.replace(config, seeds=tuple(args.seeds or config.seeds))))
     else:
         print(study.reproduce(args.out, study.QUICK if args.quick else study.FULL))
 

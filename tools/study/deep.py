@@ -7,9 +7,10 @@ Three groups of runs, each (group, setting, seed) one job whose result is cached
   tested there and, without fine-tuning, at the ``test_sizes`` (PE resized bicubically, RoPE computed at
   the new grid); then a short fine-tune at ``finetune_size`` and a test there.
 - ``pretrain``: the plain checkpoints a user has: ``add`` (DeiT-like) and RoPE-only (RoPE-ViT-like),
-  trained on the pretraining task.
+  trained on the pretraining task, one of each (seed ``seeds[0]``), as a user has one checkpoint.
 - ``finetune``: each checkpoint loaded into a downstream model (as a user's file is: ``fit_state_dict``,
-  a fresh head) and fine-tuned on the downstream task, tested at every size. Before training, each start
+  a fresh head) and fine-tuned on the downstream task with every seed (head, data order), tested at
+  every size. Before training, each start
   is also tested on the pretraining task with the checkpoint's own head: does it still compute the
   checkpoint's function?
 """
@@ -80,7 +81,7 @@ class DeepConfig:
     # needs head widths divisible by 4).
     recipe: Recipe = Recipe(embed_dims=32, num_layers=12, num_heads=2, mlp_ratio=2., patch_size=4, epochs=7,
                             lr=1e-3, warmup_epochs=1)
-    pretrain_epochs: int = 10
+    pretrain_epochs: int = 30
     finetune: Recipe = Recipe(embed_dims=32, num_layers=12, num_heads=2, mlp_ratio=2., patch_size=4, epochs=3,
                               lr=1e-3, warmup_epochs=0.5)
     img_size: int = 32
@@ -111,9 +112,9 @@ class Job:
 
 def jobs(config: DeepConfig) -> list[Job]:
     """Every job, pretraining before the fine-tunes that load its checkpoints."""
-    return [Job(group, setting, seed) for group, settings in
-            (('pretrain', PRETRAIN), ('scratch', SCRATCH), ('finetune', FINETUNE))
-            for setting in settings for seed in config.seeds]
+    return ([Job('pretrain', setting, config.seeds[0]) for setting in PRETRAIN]
+            + [Job(group, setting, seed) for group, settings in (('scratch', SCRATCH), ('finetune', FINETUNE))
+               for setting in settings for seed in config.seeds])
 
 
 def job_cost(job: Job, config: DeepConfig, sizes: dict[str, int]) -> float:
@@ -226,7 +227,7 @@ class DeepStudy:
 
     def _finetune(self, job: Job) -> tuple[torch.nn.Module, dict]:
         config, data = self.config, self.data[self.config.task]
-        checkpoint = torch.load(self.weights_path(Job('pretrain', self._pretrained(job.setting), job.seed)),
+        checkpoint = torch.load(self.weights_path(Job('pretrain', self._pretrained(job.setting), config.seeds[0])),
                                 weights_only=True)
         # The start tested on the pretraining task, with the checkpoint's head: its function kept or not.
         start = self._build(job.setting, config.pretrain_task, config.finetune)

@@ -16,7 +16,8 @@ Runs = dict[str, dict]
 
 def _values(runs: Runs, config: DeepConfig, group: str, setting: DeepSetting, key: str, size=None) -> list[float]:
     """One value per seed: ``result[key][size]`` (or ``result[key]``) of each seed's run."""
-    results = [runs[Job(group, setting, seed).name][key] for seed in config.seeds]
+    seeds = config.seeds[:1] if group == 'pretrain' else config.seeds  # one checkpoint of each
+    results = [runs[Job(group, setting, seed).name][key] for seed in seeds]
     return [r[str(size)] for r in results] if size is not None else results
 
 
@@ -34,11 +35,12 @@ def accuracy_table(runs: Runs, config: DeepConfig, group: str, settings: tuple[D
     """Test top-1 (mean ± std over seeds) per setting and test size."""
     columns = _columns(config, group)
     extra = ['start on pretrain task'] if group == 'finetune' else []
+    pm = (lambda values: f'{values[0]:.2f}') if group == 'pretrain' else _pm
     rows = ['| setting | ' + ' | '.join(extra + [c[0] for c in columns]) + ' |',
             '|---|' + '---|' * (len(columns) + len(extra))]
     for s in settings:
-        cells = [_pm(_values(runs, config, group, s, 'start_accuracy_on_pretrain_task'))] if extra else []
-        cells += [_pm(_values(runs, config, group, s, key, size)) for _, key, size in columns]
+        cells = [pm(_values(runs, config, group, s, 'start_accuracy_on_pretrain_task'))] if extra else []
+        cells += [pm(_values(runs, config, group, s, key, size)) for _, key, size in columns]
         rows.append(f'| {s.label} | ' + ' | '.join(cells) + ' |')
     return '\n'.join(rows)
 
@@ -76,7 +78,7 @@ def per_seed_table(runs: Runs, config: DeepConfig) -> str:
 def markdown_report(runs: Runs, config: DeepConfig) -> str:
     seeds = list(config.seeds)
     return '\n'.join([
-        f'### Pretraining ({config.pretrain_task}, {config.pretrain_epochs} epochs): test top-1 over seeds {seeds}',
+        f'### Pretraining ({config.pretrain_task}, {config.pretrain_epochs} epochs, seed {seeds[0]}): test top-1',
         '', accuracy_table(runs, config, 'pretrain', PRETRAIN), '',
         f'### From scratch ({config.task}, {config.recipe.epochs} epochs at {config.img_size}px): test top-1',
         '', accuracy_table(runs, config, 'scratch', SCRATCH), '',
