@@ -82,7 +82,7 @@ class DeepConfig:
     recipe: Recipe = Recipe(embed_dims=32, num_layers=12, num_heads=2, mlp_ratio=2., patch_size=4, epochs=7,
                             lr=1e-3, warmup_epochs=1)
     pretrain_epochs: int = 30
-    finetune: Recipe = Recipe(embed_dims=32, num_layers=12, num_heads=2, mlp_ratio=2., patch_size=4, epochs=3,
+    finetune: Recipe = Recipe(embed_dims=32, num_layers=12, num_heads=2, mlp_ratio=2., patch_size=4, epochs=7,
                               lr=1e-3, warmup_epochs=0.5)
     img_size: int = 32
     test_sizes: tuple[int, ...] = (32, 48, 64)  # 1x, 1.5x, 2x
@@ -119,7 +119,9 @@ def jobs(config: DeepConfig) -> list[Job]:
 
 def job_cost(job: Job, config: DeepConfig, sizes: dict[str, int]) -> float:
     """Training steps, weighted by tokens per image relative to ``img_size``: the progress bar's unit."""
-    steps = lambda recipe, task, epochs: epochs * -(-sizes[task] // recipe.batch_size)  # noqa: E731
+    def steps(recipe: Recipe, task: str, epochs: int) -> int:
+        return epochs * -(-sizes[task] // recipe.batch_size)
+
     if job.group == 'pretrain':
         return steps(config.recipe, config.pretrain_task, config.pretrain_epochs)
     if job.group == 'finetune':
@@ -127,6 +129,26 @@ def job_cost(job: Job, config: DeepConfig, sizes: dict[str, int]) -> float:
     tokens = (config.finetune_size / config.img_size) ** 2
     return steps(config.recipe, config.task, config.recipe.epochs) + tokens * steps(
         config.finetune, config.task, config.resolution_epochs)
+
+
+def job_inputs(job: Job, config: DeepConfig) -> dict:
+    """What a job's result depends on (task, data, recipes, sizes), as JSON: a cached result made with
+    other inputs is stale and trains again."""
+    def task(name: str) -> dict:
+        return {'task': name, 'limit': config.limits[name], 'img_size': config.img_size}
+
+    pretrain = {**task(config.pretrain_task),
+                'recipe': dataclasses.asdict(dataclasses.replace(config.recipe, epochs=config.pretrain_epochs))}
+    if job.group == 'pretrain':
+        inputs = pretrain
+    elif job.group == 'scratch':
+        inputs = {**task(config.task), 'test_sizes': config.test_sizes, 'recipe': dataclasses.asdict(config.recipe),
+                  'finetune_size': config.finetune_size, 'resolution_recipe': dataclasses.asdict(
+                      dataclasses.replace(config.finetune, epochs=config.resolution_epochs))}
+    else:
+        inputs = {**task(config.task), 'test_sizes': config.test_sizes,
+                  'recipe': dataclasses.asdict(config.finetune), 'checkpoint': pretrain}
+    return json.loads(json.dumps(inputs))
 
 
 def resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -174,7 +196,10 @@ class DeepStudy:
                                            and job.seed == self.config.seeds[0])
 
     def is_cached(self, job: Job) -> bool:
-        return self.result_path(job).is_file() and (not self.keeps_weights(job) or self.weights_path(job).is_file())
+        path = self.result_path(job)
+        if not path.is_file() or (self.keeps_weights(job) and not self.weights_path(job).is_file()):
+            return False
+        return json.loads(path.read_text()).get('inputs') == job_inputs(job, self.config)
 
     def run(self, progress: bool = True) -> dict[str, dict]:
         """Every job (cached ones are read back); returns job name -> result."""
@@ -187,13 +212,15 @@ class DeepStudy:
                 bar.set_postfix_str(job.name)
                 self._run_job(job)
                 bar.update(round(costs[job]))
-        return {job.name: json.loads(self.result_path(job).read_text()) for job in jobs(self.config)}
+        results = {job.name: json.loads(self.result_path(job).read_text()) for job in jobs(self.config)}
+        return {name: {k: v for k, v in result.items() if k != 'inputs'} for name, result in results.items()}
 
     def _run_job(self, job: Job) -> None:
         start = time.perf_counter()
         torch.manual_seed(job.seed)
         model, result = getattr(self, f'_{job.group}')(job)
         result['seconds'] = round(time.perf_counter() - start, 1)
+        result['inputs'] = job_inputs(job, self.config)
         if self.keeps_weights(job):
             torch.save(model.state_dict(), self.weights_path(job))
         # Written last, atomically: a result on disk means the job is complete.

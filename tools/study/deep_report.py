@@ -52,7 +52,7 @@ def comparison_table(runs: Runs, config: DeepConfig, group: str, pairs) -> str:
     for a, b in pairs:
         cells = []
         for _, key, size in columns:
-            d = paired_difference(_values(runs, config, group, a, key, size), _values(runs, config, group, b, key, size))
+            d = paired_difference(*(_values(runs, config, group, s, key, size) for s in (a, b)))
             cells.append(f'{d.mean:+.2f} [{d.mean - d.half_width:+.2f}, {d.mean + d.half_width:+.2f}] '
                          f'{_verdict(d.mean, d.within_noise)}')
         rows.append(f'| {a.label} − {b.label} | ' + ' | '.join(cells) + ' |')
