@@ -135,6 +135,9 @@ MUTANTS = [
     Mutant('deep study ignores its cache', 'tools/study/deep.py',
            'todo = [job for job in jobs(self.config) if not self.is_cached(job)]', 'todo = jobs(self.config)',
            ('tests/test_pretrain.py::test_deep_study_quick_writes_every_part_and_resumes',)),
+    Mutant('deep study keeps stale results', 'tools/study/deep.py',
+           "return json.loads(path.read_text()).get('inputs') == job_inputs(job, self.config)", 'return True',
+           ('tests/test_pretrain.py::test_deep_study_quick_writes_every_part_and_resumes',)),
 ]
 
 

@@ -1,4 +1,5 @@
 """ImageNet pretraining configs (mmpretrain + LaPEViT), their checkpoints downstream, and the study."""
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -185,9 +186,14 @@ def test_deep_study_quick_writes_every_part_and_resumes(tmp_path, monkeypatch):
         run_job = DeepStudy._run_job
         monkeypatch.setattr(DeepStudy, '_run_job', lambda self, job: ran.append(job) or run_job(self, job))
         reproduce_deep(tmp_path, DEEP_QUICK, progress=False)
+        assert ran == [lost]
+        # Other pretraining: the checkpoints and the fine-tunes that start from them are stale, nothing else.
+        ran.clear()
+        reproduce_deep(tmp_path, dataclasses.replace(DEEP_QUICK, pretrain_epochs=2), progress=False)
+        assert {job.group for job in ran} == {'pretrain', 'finetune'}
+        assert len(ran) == len(PRETRAIN) + len(FINETUNE) * len(DEEP_QUICK.seeds)
     finally:
         torch.set_num_threads(threads)
-    assert ran == [lost]
     again = json.loads((tmp_path / 'results.json').read_text())['runs']
     assert {k: v for k, v in again[lost.name].items() if k != 'seconds'} == \
         {k: v for k, v in first[lost.name].items() if k != 'seconds'}
