@@ -39,6 +39,8 @@ BACKBONE, BLOCK, POS_EMBED = 'lape_mm/models/backbones/lape_vit.py', 'lape_mm/mo
 T_BACKBONE, T_AUTHORS, T_CKPT, T_ENGINE, T_ADAPTER = ('tests/test_backbone.py', 'tests/test_authors.py',
                                                       'tests/test_checkpoint.py', 'tests/test_engine.py',
                                                       'tests/test_vit_adapter.py')
+T_NAVER = 'tests/test_rope.py::test_naver_rope_vit_loads_strictly_and_matches_timm'
+T_ROPE_WINDOWS = 'tests/test_rope.py::test_window_attention_rotates_by_grid_position'
 
 MUTANTS = [
     # ---- the backbone
@@ -60,6 +62,25 @@ MUTANTS = [
     Mutant('windows padded with ones', 'lape_mm/models/layers/window.py', 'x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))',
            'x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h), value=1.)',
            (f'{T_BACKBONE}::test_window_attention_on_non_multiple_non_square_input',)),
+    # ---- RoPE and the function-keeping start ('add_lape')
+    Mutant('RoPE grid rows and columns swapped', BACKBONE, 'if window_size else hw)',
+           'if window_size else (hw[1], hw[0]))', (T_NAVER,)),
+    Mutant('RoPE rotates the cls token', BACKBONE, 'num_prefix_tokens=self.num_prefix_tokens if with_cls_token else 0,',
+           'num_prefix_tokens=0,', (T_NAVER,)),
+    Mutant('RoPE-ViT PE slot appended last', 'lape_mm/checkpoint/convert.py',
+           "torch.cat([pe.new_zeros(pe.shape[0], 1, pe.shape[2]), pe], dim=1)",
+           "torch.cat([pe, pe.new_zeros(pe.shape[0], 1, pe.shape[2])], dim=1)", (T_NAVER,)),
+    Mutant('windows get the grid RoPE table', BACKBONE, '(window_size, window_size) if window_size else',
+           'hw if window_size else', (T_ROPE_WINDOWS,)),
+    Mutant('qkv-padded windows not rotated', BLOCK, 'if rope is not None:  # windows hold patch tokens only',
+           'if False:', (T_ROPE_WINDOWS,)),
+    Mutant("'add_lape' gates start open", BLOCK, 'LayerScale(dim, init_values=0.)', 'LayerScale(dim, init_values=1e-3)',
+           (f'{T_BACKBONE}::test_add_lape_fresh_model_starts_as_add',)),
+    Mutant("'add_lape' gate not applied", BLOCK, 'pe = self.pe_gate(pe)', 'pe = pe',
+           (f'{T_BACKBONE}::test_add_lape_from_a_plain_vit_is_that_vit',)),
+    Mutant('absent gates loaded open', 'lape_mm/models/backbones/checkpoint_fit.py',
+           'state_dict[key] = torch.zeros_like(own[key])', 'state_dict[key] = torch.full_like(own[key], 1e-3)',
+           (f'{T_BACKBONE}::test_add_lape_from_a_plain_vit_is_that_vit',)),
     # ---- PE tables and resizing
     Mutant('sincos_1d in float64 then rounded', POS_EMBED,
            'table = (torch.arange(num_positions, dtype=torch.float64)[:, None] / scales).float()\n'
@@ -103,8 +124,11 @@ MUTANTS = [
     Mutant('layer decay off by one layer', 'lape_mm/engine/layer_decay.py', 'decay_rate ** (num_layers + 1 - layer_id)',
            'decay_rate ** (num_layers - layer_id)', (f'{T_ENGINE}::test_layer_decay_lrs_and_no_decay_groups',)),
     Mutant('PE weight-decayed', 'lape_mm/engine/layer_decay.py',
-           "NO_WEIGHT_DECAY = ('pos_embed', 'cls_token', '*.pos_embed', '*.cls_token')",
-           "NO_WEIGHT_DECAY = ('cls_token', '*.cls_token')", (f'{T_ENGINE}::test_layer_decay_lrs_and_no_decay_groups',)),
+           "NO_WEIGHT_DECAY = ('pos_embed', 'cls_token', 'rope.freqs', '*.pos_embed', '*.cls_token', '*.rope.freqs')",
+           "NO_WEIGHT_DECAY = ('cls_token', 'rope.freqs', '*.cls_token', '*.rope.freqs')",
+           (f'{T_ENGINE}::test_layer_decay_lrs_and_no_decay_groups',)),
+    Mutant('RoPE frequencies weight-decayed', 'lape_mm/engine/layer_decay.py', "'*.cls_token', '*.rope.freqs')",
+           "'*.cls_token')", (f'{T_ENGINE}::test_layer_decay_lrs_and_no_decay_groups',)),
     Mutant('bf16 optimizer never steps', 'lape_mm/engine/optim_wrapper.py',
            '        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype',
            '        self.cast_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype\n'

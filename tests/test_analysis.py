@@ -157,6 +157,16 @@ def test_benchmark_segmentors_run_and_refuse_compile(tmp_path):
         run_benchmark(BenchmarkSettings(segmentors=upernets, compile=True), **QUIET)
 
 
+def test_benchmark_runs_rope_beside_lape_and_add():
+    """The RoPE backbones (alone, axial and mixed, and beside lape) in the benchmark, fp32 and bf16."""
+    models = ('lape', 'add', 'rope', 'rope-mixed', 'lape-rope')
+    result = run_benchmark(BenchmarkSettings(models=models, arch='tiny', depth=2, size=(32, 48), repeats=1, warmup=0,
+                                             threads=1, amp='bfloat16', matmul_size=64), **QUIET)
+    assert list(result.models) == list(models) and len(result.rows) == len(models) * 2 * 2
+    assert all(row.finite for row in result.rows)
+    assert any(line.startswith('train fp32: lape / rope: time') for line in ratio_lines(result))
+
+
 def test_ratio_lines_name_every_comparison():
     result = run_benchmark(BenchmarkSettings(models=('lape', 'timm'), arch='tiny', depth=1, size=(32, 32), repeats=1,
                                              warmup=0, threads=1, matmul_size=64), **QUIET)

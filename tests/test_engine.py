@@ -47,7 +47,7 @@ def test_mmengine_training_state_loads_weights_only(tmp_path):
 class _Segmentor(nn.Module):
     def __init__(self):
         super().__init__()
-        self.backbone = LaPEViT(**tiny_vit_kwargs())
+        self.backbone = LaPEViT(**tiny_vit_kwargs(rope='mixed'))
         self.decode_head = nn.Linear(64, 3)
 
 
@@ -64,6 +64,7 @@ def test_layer_decay_lrs_and_no_decay_groups():
     assert lr_of[bb.pos_embed] == 0.5 ** 4 and wd_of[bb.pos_embed] == 0  # layer 0 of 3 blocks
     assert lr_of[bb.blocks[0].attn.qkv.weight] == 0.5 ** 3 and wd_of[bb.blocks[0].attn.qkv.weight] == 0.05
     assert lr_of[bb.blocks[2].pe_norm.weight] == 0.5 and wd_of[bb.blocks[2].pe_norm.weight] == 0
+    assert lr_of[bb.rope.freqs] == 0.5 ** 4 and wd_of[bb.rope.freqs] == 0  # embeddings, no decay (as RoPE-ViT)
     assert lr_of[model.decode_head.weight] == 1.0 and wd_of[model.decode_head.bias] == 0
     assert len(lr_of) == sum(1 for _ in model.parameters())
     assert vit_layer_id('backbone.blocks.11.mlp.fc1.weight', 12) == 12

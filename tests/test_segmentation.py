@@ -91,6 +91,31 @@ def test_amp_bf16_training_on_cpu(tiny_ade, tmp_path):
     assert len(losses) == 2 and all(0 < v < 100 for v in losses), losses  # finite: no NaN/inf
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize('variant', ['rope', 'rope_mixed'])
+def test_rope_configs_train(tiny_ade, tmp_path, variant):
+    """The README's RoPE configs (RoPE + lape-joined PE; RoPE-Mixed alone) train; the mixed frequencies learn."""
+    config = TINY.replace('.py', f'_{variant}.py')
+    run_tool('tools/train.py', config, '--work-dir', str(tmp_path), *small_run_options(tiny_ade, iters=2))
+    weights = _final_weights(tmp_path, 2)
+    assert weights['backbone.blocks.0.attn.qkv.weight'].isfinite().all()
+    assert ('backbone.rope.freqs' in weights) == (variant == 'rope_mixed')
+
+
+@pytest.mark.slow
+def test_add_lape_config_starts_from_a_plain_vit(tiny_ade, tmp_path):
+    """The README's function-keeping start: a plain timm ViT-T file through --pretrained; the log says the
+    gates start closed, and two iterations open them."""
+    import timm
+    path = tmp_path / 'vit_tiny.pth'
+    torch.save(timm.create_model('vit_tiny_patch16_224', pretrained=False, depth=4).state_dict(), path)
+    out = run_tool('tools/train.py', TINY.replace('.py', '_add_lape.py'), '--pretrained', str(path),
+                   '--work-dir', str(tmp_path / 'work'), *small_run_options(tiny_ade, iters=2))
+    assert "4 pe_gate gates not in the checkpoint start at 0: the model starts as the checkpoint's function" in out
+    gates = [v for k, v in _final_weights(tmp_path / 'work', 2).items() if k.endswith('pe_gate.gamma')]
+    assert len(gates) == 4 and all(g.abs().min() > 0 for g in gates)
+
+
 def _final_weights(work: Path, iteration: int) -> dict:
     return safe_load(work / f'iter_{iteration}.pth')['state_dict']
 

@@ -114,6 +114,14 @@ def test_fx_forward_with_rope_is_exact(kwargs):
             assert torch.equal(next(iter(fx_model(img).values())), model(img))
 
 
+def test_torchscript_refuses_rope():
+    """TorchScript cannot build the tables: a scripted RoPE model says so instead of running without them."""
+    with timm.layers.set_scriptable(True):
+        model = create(rope='axial').eval()
+    with pytest.raises(torch.jit.Error, match='TorchScript cannot build RoPE tables'):
+        torch.jit.script(model)(torch.randn(1, 3, 64, 64))
+
+
 def test_fx_backward():
     """timm's test_model_backward_fx."""
     model = create(num_classes=42).train()

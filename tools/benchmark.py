@@ -3,6 +3,8 @@
 tools/benchmark.py --size 512 512 --batch 1 --threads 2 --repeats 5 [--amp] [--compile] [--with-cp]
                    [--kernel-bound] [--models lape add timm mmseg] [--segmentor] --out DIR
 
+(--models also takes rope, rope-mixed and lape-rope: RoPE-Axial and RoPE-Mixed alone, and RoPE + lape.)
+
 Times inference (no_grad) and a training step (forward + backward) of every model, interleaved,
 after warm-up, and reports medians, peak memory, parameters, FLOPs, achieved GFLOP/s against a
 measured matmul peak, and the ratios to the first model. --amp adds bf16 autocast (CPU) or fp16

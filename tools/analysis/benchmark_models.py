@@ -1,9 +1,10 @@
 """The models the benchmark compares, each as ``images [B, 3, H, W] -> tuple of outputs`` plus a loss.
 
-Backbones: LaPEViT with pe_join 'lape' and 'add', mmseg's ``VisionTransformer`` and timm's
-``VisionTransformer`` (through ``forward_intermediates``), all of one width/depth and returning
-NCHW maps at the same ``out_indices``; and ViT-Adapter (``LaPEViTAdapter``, 'lape' and 'add') in
-its COCO setting, whose four maps are at strides 4 to 32. Segmentors: whole UPerNets built from configs.
+Backbones: LaPEViT with pe_join 'lape' and 'add', with RoPE alone (axial, mixed) and RoPE + lape,
+mmseg's ``VisionTransformer`` and timm's ``VisionTransformer`` (through ``forward_intermediates``), all
+of one width/depth and returning NCHW maps at the same ``out_indices``; and ViT-Adapter
+(``LaPEViTAdapter``, 'lape' and 'add') in its COCO setting, whose four maps are at strides 4 to 32.
+Segmentors: whole UPerNets built from configs.
 """
 from __future__ import annotations
 
@@ -18,7 +19,12 @@ from .build import build_model, load_config
 from .flops import TensorForward
 from .inputs import dummy_data_samples
 
-BACKBONES = ('lape', 'add', 'timm', 'mmseg', 'lape-cp', 'adapter-lape', 'adapter-add')
+# The LaPEViT backbones by name: their arguments beside arch, depth, size and out_indices.
+LAPE_VITS = {'lape': {}, 'add': dict(pe_join='add'), 'lape-cp': dict(with_cp=True),
+             'rope': dict(pe_type='none', rope='axial'), 'rope-mixed': dict(pe_type='none', rope='mixed'),
+             'lape-rope': dict(rope='axial')}
+BACKBONES = ('lape', 'add', 'timm', 'mmseg', 'lape-cp', 'rope', 'rope-mixed', 'lape-rope', 'adapter-lape',
+             'adapter-add')
 LossFn = Callable[[nn.Module, torch.Tensor], torch.Tensor]
 
 
@@ -60,9 +66,8 @@ def build_backbone(name: str, arch: str, depth: int | None, size: tuple[int, int
     dims = dict(ARCH_ZOO[arch])
     depth = depth or dims['num_layers']
     out_indices = default_out_indices(depth)
-    if name in ('lape', 'add', 'lape-cp'):
-        return LaPEViT(arch=arch, num_layers=depth, img_size=size, pe_join='add' if name == 'add' else 'lape',
-                       out_indices=out_indices, with_cp=name == 'lape-cp')
+    if name in LAPE_VITS:
+        return LaPEViT(arch=arch, num_layers=depth, img_size=size, out_indices=out_indices, **LAPE_VITS[name])
     if name.startswith('adapter-'):  # the COCO config's adapter: windows of 14, global attention at out_indices
         stages = [[first, last] for first, last in zip((0,) + tuple(i + 1 for i in out_indices[:-1]), out_indices)]
         return LaPEViTAdapter(arch=arch, num_layers=depth, img_size=size, pe_join=name.split('-')[1],

@@ -316,6 +316,8 @@ class LaPEViT(BaseModule):
                     x = x + term  # into the residual stream
                     term = None
                 if torch.jit.is_scripting():
+                    if self.rope is not None:
+                        raise RuntimeError('TorchScript cannot build RoPE tables: trace the model with fx instead')
                     x = blk(x, term, hw)
                 else:
                     x = self._run_block(blk, x, term, hw, self.block_rope(i, blk.window_size, hw),
