@@ -276,6 +276,13 @@ MUTANTS = [
            ('tests/test_docs.py::test_documented_configs_exist',)),
     Mutant('a figure without its commit', 'docs/distributed.md', '(counted, not measured, at 68bae08; ', '(',
            ('tests/test_docs.py::test_measured_figures_name_their_commit',)),
+    # ---- the studies
+    Mutant('deep study ignores its cache', 'tools/study/deep.py',
+           'todo = [job for job in jobs(self.config) if not self.is_cached(job)]', 'todo = jobs(self.config)',
+           ('tests/tools/test_pretrain.py::test_deep_study_quick_writes_every_part_and_resumes',)),
+    Mutant('deep study keeps stale results', 'tools/study/deep.py',
+           "return json.loads(path.read_text()).get('inputs') == job_inputs(job, self.config)", 'return True',
+           ('tests/tools/test_pretrain.py::test_deep_study_quick_writes_every_part_and_resumes',)),
 ]
 
 

@@ -43,7 +43,7 @@ LONG = {
     'tools/slurm_train.sh': 'needs a Slurm cluster',
     'tools/slurm_test.sh': 'needs a Slurm cluster',
     'tools/benchmark.py': 'minutes of timing (tests/tools/test_analysis.py runs it at toy sizes)',
-    'tools/reproduce.py': 'the full study takes 30 minutes; --quick is tests/tools/test_pretrain.py',
+    'tools/reproduce.py': 'the full studies take 30 and 55 minutes; --quick is tests/tools/test_pretrain.py',
     'tools/demo.py': 'trains for minutes (`make demo`)',
     'tools/get_flops.py': 'a ViT-B UPerNet at 512x512 takes minutes on 2 cores (tests/tools/test_analysis.py: '
                           'the tiny one)',

@@ -135,6 +135,18 @@ def test_reproduce_quick_writes_to_a_work_dir(monkeypatch, capsys, tmp_path):
     assert written == ['work_dirs/reproduce_quick']
 
 
+
+def test_reproduce_deep_quick_writes_to_its_own_work_dir(monkeypatch, capsys, tmp_path):
+    written = []
+    monkeypatch.setattr('tools.study.reproduce_deep', lambda out, config: written.append(out) or 'report')
+    monkeypatch.chdir(tmp_path)
+    assert run_tool_here(capsys, 'reproduce', '--study', 'deep', '--quick')[0] == 0
+    assert written == ['work_dirs/reproduce_deep_quick']
+    code, err = run_tool_here(capsys, 'reproduce', '--study', 'deep', '--quick', '--out',
+                              str(ROOT / 'docs/figures/reproduction_deep'))
+    assert_one_line_usage_error(code, err, '--quick would replace the committed results')
+    assert written == ['work_dirs/reproduce_deep_quick']
+
 # --- tools/test.py --out DIR ------------------------------------------------------------------------------
 
 def _test_out(capsys, tmp_path, data_root, out, config: str = TINY) -> tuple[int, str]:

@@ -1,4 +1,6 @@
 """ImageNet pretraining configs (mmpretrain + LaPEViT), their checkpoints downstream, and the study."""
+import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -167,3 +169,40 @@ def test_reproduce_quick_writes_tables_and_figures(tmp_path):
     assert (tmp_path / 'results.md').read_text() == report
     figures = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob('*.png')}
     assert {'accuracy.png', 'digits/contact_sheet.png', 'position/lape_token_similarity.png'} <= figures
+
+
+def test_deep_study_quick_writes_every_part_and_resumes(tmp_path, monkeypatch):
+    from tools.study import DEEP_QUICK, DeepStudy, reproduce_deep
+    from tools.study.deep import FINETUNE, PRETRAIN, SCRATCH, Job
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        report = reproduce_deep(tmp_path, DEEP_QUICK, progress=False)
+        first = json.loads((tmp_path / 'results.json').read_text())['runs']
+        # A stopped study: one run's result is gone; only that run trains again, to the same numbers.
+        lost = Job('scratch', SCRATCH[1], DEEP_QUICK.seeds[-1])
+        (tmp_path / 'cache' / f'{lost.name}.json').unlink()
+        ran = []
+        run_job = DeepStudy._run_job
+        monkeypatch.setattr(DeepStudy, '_run_job', lambda self, job: ran.append(job) or run_job(self, job))
+        reproduce_deep(tmp_path, DEEP_QUICK, progress=False)
+        assert ran == [lost]
+        # Other pretraining: the checkpoints and the fine-tunes that start from them are stale, nothing else.
+        ran.clear()
+        reproduce_deep(tmp_path, dataclasses.replace(DEEP_QUICK, pretrain_epochs=2), progress=False)
+        assert {job.group for job in ran} == {'pretrain', 'finetune'}
+        assert len(ran) == len(PRETRAIN) + len(FINETUNE) * len(DEEP_QUICK.seeds)
+    finally:
+        torch.set_num_threads(threads)
+    again = json.loads((tmp_path / 'results.json').read_text())['runs']
+    assert {k: v for k, v in again[lost.name].items() if k != 'seconds'} == \
+        {k: v for k, v in first[lost.name].items() if k != 'seconds'}
+    for setting in SCRATCH + FINETUNE + PRETRAIN:
+        assert f'| {setting.label} |' in report
+    assert '| lape − add |' in report and '| add_lape from add (function-keeping) − add from add |' in report
+    # The function-keeping start computes the add checkpoint's function: same accuracy on its task.
+    for seed in DEEP_QUICK.seeds:
+        keeping = first[Job('finetune', FINETUNE[2], seed).name]['start_accuracy_on_pretrain_task']
+        assert keeping == first[Job('pretrain', PRETRAIN[0], DEEP_QUICK.seeds[0]).name]['accuracy']['32']
+    figures = {p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob('*.png')}
+    assert {'accuracy_vs_resolution.png', 'pe_similarity/contact_sheet.png'} <= figures

@@ -28,16 +28,17 @@ class Recipe:
     batch_size: int = 64
     lr: float = 3e-3
     weight_decay: float = 0.05
-    warmup_epochs: int = 3
+    warmup_epochs: float = 3  # a fraction of an epoch for short fine-tunes
     label_smoothing: float = 0.1
 
 
 def build_model(recipe: Recipe, pe_join: str, pe_type: str, in_channels: int, img_size: int,
-                num_classes: int) -> LaPEVisionTransformer:
+                num_classes: int, rope: str | None = None) -> LaPEVisionTransformer:
     return LaPEVisionTransformer(
         num_classes=num_classes, embed_dims=recipe.embed_dims, num_layers=recipe.num_layers,
         num_heads=recipe.num_heads, mlp_ratio=recipe.mlp_ratio, patch_size=recipe.patch_size,
-        img_size=img_size, in_channels=in_channels, pe_join=pe_join, pe_type=pe_type)
+        img_size=img_size, in_channels=in_channels, pe_join=pe_join, pe_type=pe_type,
+        rope=rope)
 
 
 @torch.no_grad()
@@ -65,7 +66,7 @@ def train_and_evaluate(model: nn.Module, data: Split, recipe: Recipe, seed: int)
     groups = param_groups_weight_decay(model, recipe.weight_decay, no_weight_decay_list=NO_WEIGHT_DECAY)
     optimizer = torch.optim.AdamW(groups, lr=recipe.lr)
     steps_per_epoch = math.ceil(len(train_y) / recipe.batch_size)
-    warmup, total = recipe.warmup_epochs * steps_per_epoch, recipe.epochs * steps_per_epoch
+    warmup, total = max(1, round(recipe.warmup_epochs * steps_per_epoch)), recipe.epochs * steps_per_epoch
     scheduler = lr_scheduler.SequentialLR(  # linear warm-up, then cosine decay to zero
         optimizer, [lr_scheduler.LinearLR(optimizer, 1 / warmup, total_iters=warmup - 1),
                     lr_scheduler.CosineAnnealingLR(optimizer, max(1, total - warmup))], milestones=[warmup])
