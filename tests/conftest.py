@@ -2,6 +2,7 @@
 import contextlib
 import copy
 import io
+import logging
 import os
 import re
 import runpy
@@ -25,6 +26,17 @@ from lape_mm.models import LaPEViTAdapter
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True)
+def _live_log_streams():
+    """mmengine's loggers outlive a test, and a Runner built in-process gave them handlers on that test's
+    captured stdout, closed since: point those at this test's, as a fresh process would have them."""
+    from mmengine.logging import MMLogger
+    for logger in list(MMLogger._instance_dict.values()):
+        for handler in logger.handlers:
+            if isinstance(handler, logging.StreamHandler) and getattr(handler.stream, 'closed', False):
+                handler.stream = sys.stdout  # (setStream would flush the closed one first)
 
 
 def tiny_vit_kwargs(**overrides) -> dict:
