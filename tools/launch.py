@@ -11,6 +11,7 @@ import argparse
 import logging
 import os
 import os.path as osp
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.distributed as dist
@@ -59,20 +60,25 @@ def _warn(message: str) -> None:
     print_log(message, logger='current', level=logging.WARNING)
 
 
+def config_dicts(node) -> Iterator[Mapping]:
+    """Every dict of a config tree (``node`` itself first, then those inside it, depth first)."""
+    if isinstance(node, Mapping):
+        yield node
+        for value in node.values():
+            yield from config_dicts(value)
+    elif isinstance(node, (list, tuple)):
+        for value in node:
+            yield from config_dicts(value)
+
+
 def replace_sync_bn(node) -> int:
     """Turn every ``type='SyncBN'`` in a config tree into ``'BN'``; returns how many.
 
     Config-side, not mmengine's ``revert_sync_batchnorm``: the Runner builds the model itself."""
-    count = 0
-    if isinstance(node, dict):
-        if node.get('type') == 'SyncBN':
-            node['type'] = 'BN'
-            count += 1
-        for value in node.values():
-            count += replace_sync_bn(value)
-    elif isinstance(node, (list, tuple)):
-        count += sum(replace_sync_bn(value) for value in node)
-    return count
+    sync_bns = [d for d in config_dicts(node) if d.get('type') == 'SyncBN']
+    for d in sync_bns:
+        d['type'] = 'BN'
+    return len(sync_bns)
 
 
 def adapt_to_cpu(cfg: Config, launcher: str) -> None:
@@ -293,17 +299,8 @@ def is_missing_local_file(checkpoint: str) -> bool:
 
 def missing_pretrained(node) -> list[str]:
     """Local ``init_cfg=dict(type='Pretrained', checkpoint=PATH)`` files that do not exist."""
-    missing = []
-    if isinstance(node, dict):
-        path = pretrained_checkpoint(node.get('init_cfg'))
-        if path is not None and is_missing_local_file(path):
-            missing.append(path)
-        for value in node.values():
-            missing += missing_pretrained(value)
-    elif isinstance(node, (list, tuple)):
-        for value in node:
-            missing += missing_pretrained(value)
-    return missing
+    paths = (pretrained_checkpoint(d.get('init_cfg')) for d in config_dicts(node))
+    return [path for path in paths if path is not None and is_missing_local_file(path)]
 
 
 def check_pretrained(cfg: Config) -> None:

@@ -9,6 +9,8 @@ import os
 from pathlib import Path
 from typing import Mapping
 
+from .launch import config_dicts
+
 # Marks a folder that tools/test.py --out wrote predictions into: a later run may write there again.
 PREDICTIONS_MARKER = '.lape_mm_predictions'
 LOADERS = ('train_dataloader', 'val_dataloader', 'test_dataloader')
@@ -34,24 +36,13 @@ def dataset_folders(cfg: Mapping) -> list[Path]:
     """The data roots and image / annotation folders of a config's train, val and test datasets
     (wrappers such as ConcatDataset and RepeatDataset included)."""
     folders: list[Path] = []
-
-    def visit(node) -> None:
-        if isinstance(node, Mapping):
-            root = node.get('data_root') or ''
-            prefix = node.get('data_prefix')
+    for name in LOADERS:
+        for node in config_dicts((cfg.get(name) or {}).get('dataset')):
+            root, prefix = node.get('data_root') or '', node.get('data_prefix')
             if root:
                 folders.append(Path(root))
-            for sub in (prefix.values() if isinstance(prefix, Mapping) else [prefix]):
-                if isinstance(sub, str) and sub:
-                    folders.append(Path(root) / sub)
-            for value in node.values():
-                visit(value)
-        elif isinstance(node, (list, tuple)):
-            for value in node:
-                visit(value)
-
-    for name in LOADERS:
-        visit((cfg.get(name) or {}).get('dataset'))
+            folders += [Path(root) / sub for sub in (prefix.values() if isinstance(prefix, Mapping) else [prefix])
+                        if isinstance(sub, str) and sub]
     return folders
 
 
